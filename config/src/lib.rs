@@ -1,0 +1,22 @@
+//! pinroute configuration: the TOML file format (`raw`) and the validated,
+//! typed [`Config`] every other crate consumes.
+//!
+//! This crate owns parsing and validation only. It knows nothing of sockets,
+//! pingora or Kubernetes clients: a `Config` is plain data, and an invalid one
+//! cannot be constructed. Every error names the file, the key and what was
+//! expected, so an operator can fix it without reading the source.
+
+#![forbid(unsafe_code)]
+
+mod error;
+mod raw;
+mod size;
+mod typed;
+
+pub use error::ConfigError;
+pub use raw::{raw_server, raw_static_route, RawConfig, RawCookie, RawRoute, RawServer};
+pub use size::parse_size;
+pub use typed::{
+    AllCordoned, BackendSource, Config, CookieKey, CookieSettings, HealthCheck, KeyOrigin, RouteConfig,
+    SameSite, ServerSettings, StaticBackend, Timeouts, KubernetesSource, LabelRequirement, PortRef,
+};

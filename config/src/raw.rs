@@ -1,0 +1,123 @@
+//! The configuration file exactly as written: strings and options, checked
+//! only for shape (unknown keys are errors). [`crate::Config`] gives it meaning.
+
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// `[server]`: listeners, admin, shutdown.
+    #[serde(default)]
+    pub server: RawServer,
+    /// `[cookie]`: the sticky cookie shared by all routes.
+    #[serde(default)]
+    pub cookie: RawCookie,
+    /// `[[route]]`: one entry per API server.
+    #[serde(default, rename = "route")]
+    pub routes: Vec<RawRoute>,
+}
+
+/// `[server]`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// Client listeners, `"ip:port"`.
+    pub listen: Option<Vec<String>>,
+    /// Admin listener `"ip:port"`, or `"off"`.
+    pub admin: Option<String>,
+    /// How long in-flight requests may run after SIGTERM.
+    pub grace_period: Option<String>,
+    /// Worker threads of the proxy service.
+    pub threads: Option<usize>,
+    /// Unix socket for the SIGQUIT listener hand-off.
+    pub upgrade_sock: Option<String>,
+    /// PID file.
+    pub pid_file: Option<String>,
+}
+
+/// `[cookie]`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCookie {
+    /// Cookie name.
+    pub name: Option<String>,
+    /// `Max-Age`, as a duration.
+    pub max_age: Option<String>,
+    /// File holding the shared key.
+    pub key_file: Option<String>,
+    /// Add `Secure`.
+    pub secure: Option<bool>,
+    /// `SameSite`: `lax`, `strict` or `none`.
+    pub same_site: Option<String>,
+}
+
+/// `[[route]]`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    /// Path prefix this route serves.
+    pub prefix: Option<String>,
+    /// Static backends, `"host:port"`.
+    pub backends: Option<Vec<String>>,
+    /// Kubernetes pod discovery instead of static backends.
+    pub kubernetes: Option<RawKubernetes>,
+    /// `[route.health_check]`.
+    pub health_check: Option<RawHealthCheck>,
+    /// Upstream connect timeout.
+    pub connect_timeout: Option<String>,
+    /// Upstream read timeout (between two reads of a response).
+    pub read_timeout: Option<String>,
+    /// Upstream write timeout.
+    pub write_timeout: Option<String>,
+    /// Largest request body accepted.
+    pub max_body: Option<String>,
+    /// How many backends one request may try when connecting fails.
+    pub connect_tries: Option<usize>,
+    /// What new clients get when no backend is Ready: `reject` or `serve_draining`.
+    pub when_all_cordoned: Option<String>,
+    /// How long a new request may wait for a Ready backend.
+    pub hold_for: Option<String>,
+    /// How many requests may wait at once.
+    pub hold_max: Option<usize>,
+    /// After this long, pinned clients of a draining backend are re-pinned.
+    pub drain_timeout: Option<String>,
+}
+
+/// `[route.kubernetes]`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKubernetes {
+    /// Namespace to watch.
+    pub namespace: Option<String>,
+    /// Base label selector: which pods belong to the route.
+    pub selector: Option<String>,
+    /// `key=value` label whose removal cordons a pod.
+    pub ready_label: Option<String>,
+    /// Container port, a number or a name.
+    pub port: Option<toml::Value>,
+}
+
+/// `[route.health_check]`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealthCheck {
+    /// Turn active checks off with `false`.
+    pub enabled: Option<bool>,
+    /// Path probed with GET.
+    pub path: Option<String>,
+    /// Time between probes.
+    pub interval: Option<String>,
+    /// Probe timeout.
+    pub timeout: Option<String>,
+}
+
+/// `[server]` with listeners and admin set, the rest default (quick mode, demo).
+pub fn raw_server(listen: Vec<String>, admin: Option<String>) -> RawServer {
+    RawServer { listen: Some(listen), admin, ..RawServer::default() }
+}
+
+/// A `[[route]]` over static backends, the rest default (quick mode, demo).
+pub fn raw_static_route(prefix: &str, backends: Vec<String>) -> RawRoute {
+    RawRoute { prefix: Some(prefix.to_string()), backends: Some(backends), ..RawRoute::default() }
+}

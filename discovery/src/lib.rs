@@ -1,0 +1,23 @@
+//! pinroute discovery: the backend model and its states, the sources that
+//! find backends (a static list, a Kubernetes Pod watch), and the pure fold
+//! of their events into an immutable [`RoutingTable`].
+//!
+//! This crate owns *which backends exist and what state they are in*. It
+//! knows nothing of HTTP requests, cookies or pingora: the proxy loads one
+//! published table per request and decides there. Only this crate knows kube.
+
+#![forbid(unsafe_code)]
+
+mod backend;
+mod error;
+mod fold;
+mod publisher;
+mod runtime;
+mod static_source;
+
+pub use backend::{BackendState, DiscoveredBackend, Lifecycle};
+pub use error::DiscoveryError;
+pub use fold::{apply, BackendEntry, DiscoveryEvent, RouteBackends, RoutingTable};
+pub use publisher::{Publisher, TableListener};
+pub use runtime::{BackendRuntime, InFlightGuard, PassiveHealth};
+pub use static_source::static_backends;

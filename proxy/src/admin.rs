@@ -1,0 +1,182 @@
+//! The admin listener: health, readiness, metrics, the backend table and
+//! operator drain. Served by pingora so it takes part in the SIGQUIT hand-off.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use http::{Method, Response, StatusCode};
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use serde::Serialize;
+
+use crate::state::Shared;
+
+/// Longest drain-wait accepted.
+const DRAIN_WAIT_MAX: Duration = Duration::from_secs(3600);
+
+/// One row of `GET /admin/backends`.
+#[derive(Debug, Serialize, serde::Deserialize, Clone, PartialEq)]
+pub struct BackendRow {
+    /// Route prefix.
+    pub route: String,
+    /// `namespace/name` or `host:port`.
+    pub id: String,
+    /// Address connected to.
+    pub address: String,
+    /// ready | draining | down | gone.
+    pub state: String,
+    /// Requests under way, streams included.
+    pub in_flight: usize,
+    /// Long-lived responses open.
+    pub streams: usize,
+    /// Distinct clients routed here by cookie in the last 5 minutes.
+    pub pinned_clients: usize,
+}
+
+/// The admin HTTP app.
+#[derive(Debug)]
+pub struct AdminApp {
+    shared: Arc<Shared>,
+}
+
+impl AdminApp {
+    /// An app over the shared state.
+    pub fn new(shared: Arc<Shared>) -> AdminApp {
+        AdminApp { shared }
+    }
+
+    fn rows(&self) -> Vec<BackendRow> {
+        let snapshot = self.shared.snapshot();
+        let now = Instant::now();
+        let mut rows = Vec::new();
+        for (config, route) in snapshot.config.routes.iter().zip(&snapshot.table.routes) {
+            for entry in &route.backends {
+                rows.push(BackendRow {
+                    route: config.prefix.clone(),
+                    id: entry.discovered.id.to_string(),
+                    address: entry.discovered.addr.to_string(),
+                    state: entry.state(now).as_str().to_string(),
+                    in_flight: entry.runtime.in_flight(),
+                    streams: entry.runtime.streams(),
+                    pinned_clients: entry.runtime.pinned_clients(now),
+                });
+            }
+        }
+        rows
+    }
+
+    /// Applies `f` to every backend named `id` (optionally only in `route`);
+    /// returns how many matched.
+    fn for_backend(&self, id: &str, route: Option<&str>, f: impl Fn(&pinroute_discovery::BackendEntry)) -> usize {
+        let snapshot = self.shared.snapshot();
+        let mut matched = 0;
+        for (config, table) in snapshot.config.routes.iter().zip(&snapshot.table.routes) {
+            if route.is_some_and(|r| r != config.prefix) {
+                continue;
+            }
+            for entry in table.backends.iter().filter(|e| &*e.discovered.id == id) {
+                f(entry);
+                matched += 1;
+            }
+        }
+        matched
+    }
+
+    async fn drain_wait(&self, id: &str, route: Option<&str>, timeout: Duration) -> Response<Vec<u8>> {
+        let deadline = Instant::now() + timeout.min(DRAIN_WAIT_MAX);
+        loop {
+            let busy = std::sync::atomic::AtomicUsize::new(0);
+            let matched = self.for_backend(id, route, |e| {
+                busy.fetch_add(e.runtime.in_flight(), std::sync::atomic::Ordering::Relaxed);
+            });
+            let busy = busy.into_inner();
+            if matched == 0 {
+                return json(StatusCode::NOT_FOUND, &serde_json::json!({"detail": format!("no backend {id:?}")}));
+            }
+            if busy == 0 {
+                return json(StatusCode::OK, &serde_json::json!({"backend": id, "in_flight": 0}));
+            }
+            if Instant::now() >= deadline {
+                return json(StatusCode::REQUEST_TIMEOUT, &serde_json::json!({"backend": id, "in_flight": busy, "detail": "still busy at timeout"}));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn handle(&self, method: &Method, path: &str, query: &str) -> Response<Vec<u8>> {
+        let params: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+        let param = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        match (method, path) {
+            (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
+            (&Method::GET, "/readyz") => {
+                if self.shared.snapshot().table.loaded() {
+                    text(StatusCode::OK, "ready\n")
+                } else {
+                    text(StatusCode::SERVICE_UNAVAILABLE, "routing table not loaded yet\n")
+                }
+            }
+            (&Method::GET, "/metrics") => {
+                let body = self.shared.metrics.render(&self.shared.snapshot());
+                respond(StatusCode::OK, "text/plain; version=0.0.4", body.into_bytes())
+            }
+            (&Method::GET, "/admin/backends") => json(StatusCode::OK, &self.rows()),
+            (&Method::POST, "/admin/drain") | (&Method::POST, "/admin/undrain") => {
+                let Some(id) = param("backend") else {
+                    return json(StatusCode::BAD_REQUEST, &serde_json::json!({"detail": "missing ?backend=ID (see GET /admin/backends)"}));
+                };
+                let drain = path == "/admin/drain";
+                let matched = self.for_backend(id, param("route"), |e| e.runtime.set_operator_drain(drain));
+                if matched == 0 {
+                    return json(StatusCode::NOT_FOUND, &serde_json::json!({"detail": format!("no backend {id:?}")}));
+                }
+                tracing::info!(backend = id, drain, "operator drain changed");
+                json(StatusCode::OK, &serde_json::json!({"backend": id, "operator_drain": drain}))
+            }
+            (&Method::GET, "/admin/drain-wait") => {
+                let Some(id) = param("backend") else {
+                    return json(StatusCode::BAD_REQUEST, &serde_json::json!({"detail": "missing ?backend=ID"}));
+                };
+                let timeout = match param("timeout").map(humantime::parse_duration) {
+                    None => Duration::from_secs(30),
+                    Some(Ok(d)) => d,
+                    Some(Err(e)) => return json(StatusCode::BAD_REQUEST, &serde_json::json!({"detail": format!("bad timeout: {e} (e.g. 30s)")})),
+                };
+                self.drain_wait(id, param("route"), timeout).await
+            }
+            _ => json(StatusCode::NOT_FOUND, &serde_json::json!({"detail": "unknown admin path; see /healthz /readyz /metrics /admin/backends /admin/drain /admin/undrain /admin/drain-wait"})),
+        }
+    }
+}
+
+#[async_trait]
+impl ServeHttp for AdminApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let header = session.req_header();
+        let method = header.method.clone();
+        let path = header.uri.path().to_string();
+        let query = header.uri.query().unwrap_or("").to_string();
+        self.handle(&method, &path, &query).await
+    }
+}
+
+fn respond(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
+    let length = body.len();
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    if let Ok(v) = http::HeaderValue::from_str(content_type) {
+        headers.insert(http::header::CONTENT_TYPE, v);
+    }
+    headers.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(length));
+    response
+}
+
+fn text(status: StatusCode, body: &str) -> Response<Vec<u8>> {
+    respond(status, "text/plain; charset=utf-8", body.as_bytes().to_vec())
+}
+
+fn json<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Response<Vec<u8>> {
+    let body = serde_json::to_vec_pretty(value).unwrap_or_else(|_| b"{}".to_vec());
+    respond(status, "application/json", body)
+}

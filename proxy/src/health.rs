@@ -1,0 +1,79 @@
+//! Active health checks: a GET of each backend's health path on an interval.
+//! A pass re-admits a backend that passive failures ejected; a failure
+//! ejects it until the next pass.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::future::join_all;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use pinroute_discovery::Lifecycle;
+
+use crate::state::Shared;
+
+/// The background service running every route's checks.
+#[derive(Debug)]
+pub struct HealthChecker {
+    shared: Arc<Shared>,
+}
+
+impl HealthChecker {
+    /// Checks over the shared state.
+    pub fn new(shared: Arc<Shared>) -> HealthChecker {
+        HealthChecker { shared }
+    }
+
+    async fn check_route(&self, client: &reqwest::Client, route: usize) -> Duration {
+        let snapshot = self.shared.snapshot();
+        let Some(config) = snapshot.config.routes.get(route) else { return Duration::from_secs(5) };
+        let (Some(path), Some(table)) = (config.health.path.as_deref(), snapshot.table.routes.get(route)) else {
+            return config.health.interval;
+        };
+        let probes = table.backends.iter().filter(|e| e.discovered.lifecycle != Lifecycle::Gone).map(|entry| {
+            let url = format!("http://{}{}", entry.discovered.addr, path);
+            let timeout = config.health.timeout;
+            async move {
+                let passed = match client.get(&url).timeout(timeout).send().await {
+                    Ok(response) => response.status().is_success(),
+                    Err(_) => false,
+                };
+                let was_down = entry.runtime.is_down(std::time::Instant::now());
+                entry.runtime.record_health_check(passed);
+                if was_down == passed {
+                    tracing::info!(backend = %entry.discovered.id, passed, "health check changed state");
+                }
+            }
+        });
+        join_all(probes).await;
+        config.health.interval
+    }
+}
+
+#[async_trait]
+impl BackgroundService for HealthChecker {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let client = match reqwest::Client::builder().no_proxy().pool_max_idle_per_host(1).build() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "health checks disabled: cannot build HTTP client");
+                return;
+            }
+        };
+        let routes = self.shared.snapshot().config.routes.len();
+        let loops = (0..routes).map(|route| {
+            let client = &client;
+            async move {
+                loop {
+                    let interval = self.check_route(client, route).await;
+                    tokio::time::sleep(interval).await;
+                }
+            }
+        });
+        tokio::select! {
+            _ = join_all(loops) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}

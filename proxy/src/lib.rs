@@ -1,0 +1,23 @@
+//! pinroute: a sticky-session reverse proxy for SkyPilot API servers that
+//! keeps every client request alive while the servers behind it are
+//! cordoned, upgraded and replaced.
+//!
+//! This crate owns the request path (pingora hooks around a pure routing
+//! decision), the sticky cookie, the admin API and metrics, and the binary.
+//! It is the only crate that knows pingora; it learns backends from
+//! `pinroute-discovery` and settings from `pinroute-config`.
+
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod cookie;
+pub mod demo;
+pub mod forwarded;
+pub mod health;
+pub mod metrics;
+pub mod reply;
+pub mod route;
+pub mod server;
+pub mod service;
+pub mod snapshot;
+pub mod state;

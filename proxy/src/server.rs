@@ -1,0 +1,109 @@
+//! Assembles the pingora server from a [`Config`]: the proxy listeners, the
+//! admin listener, background services, and a shutdown that ends as soon as
+//! in-flight work does.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::{ExecutionPhase, Server};
+use pingora::services::background::background_service;
+use pingora::services::listening::Service;
+use pinroute_config::{BackendSource, Config};
+use pinroute_discovery::{static_backends, DiscoveryEvent};
+
+use crate::admin::AdminApp;
+use crate::cookie::PinKey;
+use crate::health::HealthChecker;
+use crate::metrics::Metrics;
+use crate::service::Pinroute;
+use crate::state::Shared;
+
+/// How a run starts.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// Take the listeners over from a running instance (SIGQUIT hand-off).
+    pub upgrade: bool,
+}
+
+/// Builds the shared state for `config` and publishes its static routes.
+pub fn build_state(config: Arc<Config>) -> anyhow::Result<Arc<Shared>> {
+    let key = match &config.cookie.key {
+        Some(key) => PinKey::new(&key.bytes),
+        None => {
+            tracing::warn!("no cookie key configured (cookie.key_file or PINROUTE_COOKIE_KEY): generated one; proxy replicas will not agree on cookie values");
+            PinKey::random()
+        }
+    };
+    let shared = Shared::new(config.clone(), key, Metrics::new().context("registering metrics")?);
+    let publisher = shared.publisher().context("publisher missing")?.clone();
+    for (route, rc) in config.routes.iter().enumerate() {
+        match &rc.source {
+            BackendSource::Static(list) => publisher.publish(DiscoveryEvent::Replace { route, backends: static_backends(list) }),
+            BackendSource::Kubernetes(_) => anyhow::bail!("{}: route[{route}] uses [route.kubernetes], which this build does not support yet", config.origin.display()),
+        }
+    }
+    Ok(shared)
+}
+
+/// Runs the proxy until a signal stops it. Does not return on success.
+pub fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    let shared = build_state(config.clone())?;
+
+    let mut conf = ServerConf::default();
+    conf.threads = config.server.threads;
+    conf.grace_period_seconds = Some(config.server.grace_period.as_secs().max(1));
+    conf.graceful_shutdown_timeout_seconds = Some(5);
+    conf.max_retries = config.routes.iter().map(|r| r.connect_tries).max().unwrap_or(1);
+    conf.upgrade_sock = config.server.upgrade_sock.to_string_lossy().into_owned();
+    conf.pid_file = config.server.pid_file.to_string_lossy().into_owned();
+    let opt = Opt { upgrade: options.upgrade, ..Opt::default() };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    server.bootstrap();
+
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(&server.configuration, Pinroute::new(shared.clone()), "pinroute proxy");
+    for addr in &config.server.listen {
+        proxy.add_tcp(&addr.to_string());
+    }
+    server.add_service(proxy);
+    if let Some(admin) = config.server.admin {
+        let mut service = Service::new("pinroute admin".to_string(), AdminApp::new(shared.clone()));
+        service.add_tcp(&admin.to_string());
+        server.add_service(service);
+    }
+    server.add_service(background_service("health checks", HealthChecker::new(shared.clone())));
+
+    exit_when_drained(&server, shared, config.server.grace_period);
+    tracing::info!(listen = ?config.server.listen, admin = ?config.server.admin, routes = config.routes.len(), "pinroute starting");
+    server.run_forever()
+}
+
+/// pingora sleeps the whole grace period after SIGTERM; end the process as
+/// soon as no request or stream is in flight (listeners are closed by then).
+fn exit_when_drained(server: &Server, shared: Arc<Shared>, grace: Duration) {
+    let mut phases = server.watch_execution_phase();
+    std::thread::spawn(move || {
+        loop {
+            match phases.blocking_recv() {
+                Ok(ExecutionPhase::ShutdownGracePeriod) => break,
+                Ok(_) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(_) => return,
+            }
+        }
+        let deadline = Instant::now() + grace;
+        // Let connections accepted just before the listeners closed be read.
+        std::thread::sleep(Duration::from_millis(200));
+        while Instant::now() < deadline {
+            let snapshot = shared.snapshot();
+            let busy: usize = snapshot.table.routes.iter().flat_map(|r| &r.backends).map(|b| b.runtime.in_flight()).sum();
+            if busy == 0 {
+                tracing::info!("no request in flight; exiting");
+                std::process::exit(0);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+}
