@@ -114,10 +114,18 @@ pub struct RawHealthCheck {
 
 /// `[server]` with listeners and admin set, the rest default (quick mode, demo).
 pub fn raw_server(listen: Vec<String>, admin: Option<String>) -> RawServer {
-    RawServer { listen: Some(listen), admin, ..RawServer::default() }
+    RawServer {
+        listen: Some(listen),
+        admin,
+        ..RawServer::default()
+    }
 }
 
 /// A `[[route]]` over static backends, the rest default (quick mode, demo).
 pub fn raw_static_route(prefix: &str, backends: Vec<String>) -> RawRoute {
-    RawRoute { prefix: Some(prefix.to_string()), backends: Some(backends), ..RawRoute::default() }
+    RawRoute {
+        prefix: Some(prefix.to_string()),
+        backends: Some(backends),
+        ..RawRoute::default()
+    }
 }

@@ -43,6 +43,8 @@ mod tests {
     #[test]
     fn garbage_is_explained() {
         assert!(parse_size("lots").unwrap_err().contains("expected a size"));
-        assert!(parse_size("5 parsecs").unwrap_err().contains("unknown size unit"));
+        assert!(parse_size("5 parsecs")
+            .unwrap_err()
+            .contains("unknown size unit"));
     }
 }

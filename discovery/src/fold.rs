@@ -84,7 +84,10 @@ pub struct RoutingTable {
 impl RoutingTable {
     /// An empty, unloaded table for `routes` routes.
     pub fn empty(routes: usize) -> RoutingTable {
-        RoutingTable { generation: 0, routes: vec![RouteBackends::default(); routes] }
+        RoutingTable {
+            generation: 0,
+            routes: vec![RouteBackends::default(); routes],
+        }
     }
 
     /// Whether every route has been fully listed once (`/readyz`).
@@ -99,32 +102,52 @@ pub fn apply(table: &RoutingTable, event: DiscoveryEvent, now: Instant) -> Routi
     let mut next = table.clone();
     next.generation = table.generation.wrapping_add(1);
     let route_index = match &event {
-        DiscoveryEvent::Upsert { route, .. } | DiscoveryEvent::Remove { route, .. } | DiscoveryEvent::Replace { route, .. } => *route,
+        DiscoveryEvent::Upsert { route, .. }
+        | DiscoveryEvent::Remove { route, .. }
+        | DiscoveryEvent::Replace { route, .. } => *route,
     };
     if next.routes.len() <= route_index {
-        next.routes.resize(route_index + 1, RouteBackends::default());
+        next.routes
+            .resize(route_index + 1, RouteBackends::default());
     }
     let route = &mut next.routes[route_index];
     match event {
         DiscoveryEvent::Upsert { backend, .. } => upsert(route, backend, now),
-        DiscoveryEvent::Remove { identity, .. } => mark_gone(route, |e| e.discovered.identity == identity, now),
+        DiscoveryEvent::Remove { identity, .. } => {
+            mark_gone(route, |e| e.discovered.identity == identity, now)
+        }
         DiscoveryEvent::Replace { backends, .. } => {
-            mark_gone(route, |e| !backends.iter().any(|b| b.identity == e.discovered.identity), now);
+            mark_gone(
+                route,
+                |e| !backends.iter().any(|b| b.identity == e.discovered.identity),
+                now,
+            );
             for backend in backends {
                 upsert(route, backend, now);
             }
             route.loaded = true;
         }
     }
-    route.backends.retain(|e| e.gone_at.is_none_or(|at| now.duration_since(at) < GONE_RETENTION));
+    route.backends.retain(|e| {
+        e.gone_at
+            .is_none_or(|at| now.duration_since(at) < GONE_RETENTION)
+    });
     next
 }
 
 fn upsert(route: &mut RouteBackends, backend: DiscoveredBackend, now: Instant) {
     let gone = backend.lifecycle == Lifecycle::Gone;
-    match route.backends.iter_mut().find(|e| e.discovered.identity == backend.identity) {
+    match route
+        .backends
+        .iter_mut()
+        .find(|e| e.discovered.identity == backend.identity)
+    {
         Some(entry) => {
-            entry.gone_at = if gone { entry.gone_at.or(Some(now)) } else { None };
+            entry.gone_at = if gone {
+                entry.gone_at.or(Some(now))
+            } else {
+                None
+            };
             entry.discovered = backend;
         }
         None => route.backends.push(BackendEntry {
@@ -161,11 +184,32 @@ mod tests {
     fn runtime_survives_relabel_and_relist() {
         let now = Instant::now();
         let t0 = RoutingTable::empty(1);
-        let t1 = apply(&t0, DiscoveryEvent::Upsert { route: 0, backend: backend("a", Lifecycle::Ready) }, now);
+        let t1 = apply(
+            &t0,
+            DiscoveryEvent::Upsert {
+                route: 0,
+                backend: backend("a", Lifecycle::Ready),
+            },
+            now,
+        );
         let runtime = t1.routes[0].backends[0].runtime.clone();
         let _guard = runtime.begin();
-        let t2 = apply(&t1, DiscoveryEvent::Upsert { route: 0, backend: backend("a", Lifecycle::Draining) }, now);
-        let t3 = apply(&t2, DiscoveryEvent::Replace { route: 0, backends: vec![backend("a", Lifecycle::Draining)] }, now);
+        let t2 = apply(
+            &t1,
+            DiscoveryEvent::Upsert {
+                route: 0,
+                backend: backend("a", Lifecycle::Draining),
+            },
+            now,
+        );
+        let t3 = apply(
+            &t2,
+            DiscoveryEvent::Replace {
+                route: 0,
+                backends: vec![backend("a", Lifecycle::Draining)],
+            },
+            now,
+        );
         let entry = &t3.routes[0].backends[0];
         assert!(Arc::ptr_eq(&entry.runtime, &runtime));
         assert_eq!(entry.runtime.in_flight(), 1);
@@ -177,27 +221,73 @@ mod tests {
     #[test]
     fn replace_marks_missing_gone_then_prunes() {
         let now = Instant::now();
-        let t = apply(&RoutingTable::empty(1), DiscoveryEvent::Replace { route: 0, backends: vec![backend("a", Lifecycle::Ready), backend("b", Lifecycle::Ready)] }, now);
-        let t = apply(&t, DiscoveryEvent::Replace { route: 0, backends: vec![backend("b", Lifecycle::Ready)] }, now);
+        let t = apply(
+            &RoutingTable::empty(1),
+            DiscoveryEvent::Replace {
+                route: 0,
+                backends: vec![
+                    backend("a", Lifecycle::Ready),
+                    backend("b", Lifecycle::Ready),
+                ],
+            },
+            now,
+        );
+        let t = apply(
+            &t,
+            DiscoveryEvent::Replace {
+                route: 0,
+                backends: vec![backend("b", Lifecycle::Ready)],
+            },
+            now,
+        );
         let states: Vec<_> = t.routes[0].backends.iter().map(|e| e.state(now)).collect();
         assert_eq!(states, vec![BackendState::Gone, BackendState::Ready]);
         let later = now + GONE_RETENTION + Duration::from_secs(1);
-        let t = apply(&t, DiscoveryEvent::Upsert { route: 0, backend: backend("c", Lifecycle::Ready) }, later);
-        let ids: Vec<_> = t.routes[0].backends.iter().map(|e| e.discovered.identity.to_string()).collect();
+        let t = apply(
+            &t,
+            DiscoveryEvent::Upsert {
+                route: 0,
+                backend: backend("c", Lifecycle::Ready),
+            },
+            later,
+        );
+        let ids: Vec<_> = t.routes[0]
+            .backends
+            .iter()
+            .map(|e| e.discovered.identity.to_string())
+            .collect();
         assert_eq!(ids, vec!["b", "c"]);
     }
 
     #[test]
     fn state_combines_source_and_runtime() {
         let now = Instant::now();
-        let t = apply(&RoutingTable::empty(1), DiscoveryEvent::Upsert { route: 0, backend: backend("a", Lifecycle::Ready) }, now);
+        let t = apply(
+            &RoutingTable::empty(1),
+            DiscoveryEvent::Upsert {
+                route: 0,
+                backend: backend("a", Lifecycle::Ready),
+            },
+            now,
+        );
         let entry = &t.routes[0].backends[0];
         assert_eq!(entry.state(now), BackendState::Ready);
         entry.runtime.set_operator_drain(true);
         assert_eq!(entry.state(now), BackendState::Draining);
         entry.runtime.record_connect_failure(now);
-        assert_eq!(entry.state(now), BackendState::Down, "a failing draining backend is down");
-        let t = apply(&t, DiscoveryEvent::Remove { route: 0, identity: "a".into() }, now);
+        assert_eq!(
+            entry.state(now),
+            BackendState::Down,
+            "a failing draining backend is down"
+        );
+        let t = apply(
+            &t,
+            DiscoveryEvent::Remove {
+                route: 0,
+                identity: "a".into(),
+            },
+            now,
+        );
         assert_eq!(t.routes[0].backends[0].state(now), BackendState::Gone);
     }
 }

@@ -22,7 +22,9 @@ pub struct Publisher {
 
 impl std::fmt::Debug for Publisher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Publisher").field("generation", &self.current.load().generation).finish()
+        f.debug_struct("Publisher")
+            .field("generation", &self.current.load().generation)
+            .finish()
     }
 }
 
@@ -31,12 +33,19 @@ impl Publisher {
     pub fn new(routes: usize, listener: TableListener) -> Arc<Publisher> {
         let table = Arc::new(RoutingTable::empty(routes));
         listener(&table);
-        Arc::new(Publisher { current: ArcSwap::new(table), write: Mutex::new(()), listener })
+        Arc::new(Publisher {
+            current: ArcSwap::new(table),
+            write: Mutex::new(()),
+            listener,
+        })
     }
 
     /// Folds one event and publishes the result.
     pub fn publish(&self, event: DiscoveryEvent) {
-        let _write = self.write.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _write = self
+            .write
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let next = Arc::new(apply(&self.current.load(), event, Instant::now()));
         self.current.store(next.clone());
         (self.listener)(&next);

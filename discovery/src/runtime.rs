@@ -32,8 +32,13 @@ impl PassiveHealth {
     pub fn after_failure(self, now: Instant) -> PassiveHealth {
         let consecutive_failures = self.consecutive_failures.saturating_add(1);
         let exponent = consecutive_failures.saturating_sub(1).min(16);
-        let backoff = BACKOFF_BASE.saturating_mul(1u32 << exponent).min(BACKOFF_MAX);
-        PassiveHealth { consecutive_failures, down_until: Some(now + backoff) }
+        let backoff = BACKOFF_BASE
+            .saturating_mul(1u32 << exponent)
+            .min(BACKOFF_MAX);
+        PassiveHealth {
+            consecutive_failures,
+            down_until: Some(now + backoff),
+        }
     }
 }
 
@@ -79,7 +84,10 @@ impl BackendRuntime {
     /// Starts counting one request.
     pub fn begin(self: &std::sync::Arc<Self>) -> InFlightGuard {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlightGuard { runtime: self.clone(), stream: false }
+        InFlightGuard {
+            runtime: self.clone(),
+            stream: false,
+        }
     }
 
     /// Requests under way, streams included.
@@ -144,7 +152,9 @@ impl BackendRuntime {
 
     /// Remembers when draining began (first call wins; `None` resets).
     pub fn note_draining(&self, draining: bool, now: Instant) -> Option<Instant> {
-        let Ok(mut since) = self.draining_since.lock() else { return None };
+        let Ok(mut since) = self.draining_since.lock() else {
+            return None;
+        };
         match (draining, *since) {
             (true, None) => *since = Some(now),
             (false, Some(_)) => *since = None,
@@ -160,7 +170,9 @@ impl BackendRuntime {
 
     /// Remembers that `client` was routed here by its cookie.
     pub fn note_pinned_client(&self, client: IpAddr, now: Instant) {
-        let Ok(mut pinned) = self.pinned.lock() else { return };
+        let Ok(mut pinned) = self.pinned.lock() else {
+            return;
+        };
         if pinned.len() >= PINNED_MAX && !pinned.contains_key(&client) {
             pinned.retain(|_, seen| now.duration_since(*seen) < PINNED_WINDOW);
             if pinned.len() >= PINNED_MAX {
@@ -174,7 +186,11 @@ impl BackendRuntime {
     pub fn pinned_clients(&self, now: Instant) -> usize {
         self.pinned
             .lock()
-            .map(|p| p.values().filter(|seen| now.duration_since(**seen) < PINNED_WINDOW).count())
+            .map(|p| {
+                p.values()
+                    .filter(|seen| now.duration_since(**seen) < PINNED_WINDOW)
+                    .count()
+            })
             .unwrap_or(0)
     }
 }

@@ -27,8 +27,13 @@ impl HealthChecker {
 
     async fn check_route(&self, client: &reqwest::Client, route: usize) -> Duration {
         let snapshot = self.shared.snapshot();
-        let Some(config) = snapshot.config.routes.get(route) else { return Duration::from_secs(5) };
-        let (Some(path), Some(table)) = (config.health.path.as_deref(), snapshot.table.routes.get(route)) else {
+        let Some(config) = snapshot.config.routes.get(route) else {
+            return Duration::from_secs(5);
+        };
+        let (Some(path), Some(table)) = (
+            config.health.path.as_deref(),
+            snapshot.table.routes.get(route),
+        ) else {
             return config.health.interval;
         };
         let probes = table.backends.iter().filter(|e| e.discovered.lifecycle != Lifecycle::Gone).map(|entry| {
@@ -54,7 +59,11 @@ impl HealthChecker {
 #[async_trait]
 impl BackgroundService for HealthChecker {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let client = match reqwest::Client::builder().no_proxy().pool_max_idle_per_host(1).build() {
+        let client = match reqwest::Client::builder()
+            .no_proxy()
+            .pool_max_idle_per_host(1)
+            .build()
+        {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(error = %e, "health checks disabled: cannot build HTTP client");

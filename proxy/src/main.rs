@@ -9,7 +9,11 @@ use pinroute::server::RunOptions;
 use pinroute_config::{raw_server, raw_static_route, Config, RawConfig};
 
 #[derive(Debug, Parser)]
-#[command(name = "pinroute", version, about = "Sticky-session reverse proxy for SkyPilot API servers")]
+#[command(
+    name = "pinroute",
+    version,
+    about = "Sticky-session reverse proxy for SkyPilot API servers"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -80,43 +84,84 @@ fn main() {
 }
 
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn env_key() -> Option<String> {
-    std::env::var("PINROUTE_COOKIE_KEY").ok().filter(|k| !k.is_empty())
+    std::env::var("PINROUTE_COOKIE_KEY")
+        .ok()
+        .filter(|k| !k.is_empty())
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Run { config: Some(path), upgrade, .. } => {
+        Command::Run {
+            config: Some(path),
+            upgrade,
+            ..
+        } => {
             let config = Config::load(&path, env_key())?;
             pinroute::server::run(config, RunOptions { upgrade })
         }
-        Command::Run { config: None, listen, admin, backend, upgrade } => {
+        Command::Run {
+            config: None,
+            listen,
+            admin,
+            backend,
+            upgrade,
+        } => {
             if backend.is_empty() {
                 anyhow::bail!("give --config FILE, or quick mode: --listen ADDR --backend HOST:PORT [--backend ...]");
             }
-            let listen = if listen.is_empty() { vec!["0.0.0.0:8080".to_string()] } else { listen };
-            let raw = RawConfig { server: raw_server(listen, admin), routes: vec![raw_static_route("/", backend)], ..RawConfig::default() };
+            let listen = if listen.is_empty() {
+                vec!["0.0.0.0:8080".to_string()]
+            } else {
+                listen
+            };
+            let raw = RawConfig {
+                server: raw_server(listen, admin),
+                routes: vec![raw_static_route("/", backend)],
+                ..RawConfig::default()
+            };
             let config = Config::from_raw(Path::new("<command line>"), raw, env_key())?;
             pinroute::server::run(config, RunOptions { upgrade })
         }
         Command::Check { config } => {
             let parsed = Config::load(&config, env_key())?;
-            println!("{}: ok ({} route(s), listening on {:?})", config.display(), parsed.routes.len(), parsed.server.listen);
+            println!(
+                "{}: ok ({} route(s), listening on {:?})",
+                config.display(),
+                parsed.routes.len(),
+                parsed.server.listen
+            );
             Ok(())
         }
         Command::Demo { listen, admin } => pinroute::demo::run(listen, admin),
         Command::Backends { admin } => print_backends(&admin),
-        Command::DemoBackend { listen, name, allow_crash } => {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        Command::DemoBackend {
+            listen,
+            name,
+            allow_crash,
+        } => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
             runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+                let listener = tokio::net::TcpListener::bind(listen)
+                    .await
+                    .with_context(|| format!("binding {listen}"))?;
                 // The tests read this line to learn the port.
                 println!("listening on {}", listener.local_addr()?);
-                pinroute::demo::backend::serve(listener, pinroute::demo::backend::BackendOptions { name, allow_crash }).await?;
+                pinroute::demo::backend::serve(
+                    listener,
+                    pinroute::demo::backend::BackendOptions { name, allow_crash },
+                )
+                .await?;
                 Ok(())
             })
         }
@@ -124,14 +169,28 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn print_backends(admin: &str) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let url = format!("{}/admin/backends", admin.trim_end_matches('/'));
     let rows: Vec<pinroute::admin::BackendRow> = runtime.block_on(async {
-        reqwest::get(&url).await.with_context(|| format!("GET {url}"))?.error_for_status()?.json().await.context("decoding the backend table")
+        reqwest::get(&url)
+            .await
+            .with_context(|| format!("GET {url}"))?
+            .error_for_status()?
+            .json()
+            .await
+            .context("decoding the backend table")
     })?;
-    println!("{:<16} {:<32} {:<22} {:<9} {:>9} {:>8} {:>7}", "ROUTE", "BACKEND", "ADDRESS", "STATE", "IN-FLIGHT", "STREAMS", "PINNED");
+    println!(
+        "{:<16} {:<32} {:<22} {:<9} {:>9} {:>8} {:>7}",
+        "ROUTE", "BACKEND", "ADDRESS", "STATE", "IN-FLIGHT", "STREAMS", "PINNED"
+    );
     for r in rows {
-        println!("{:<16} {:<32} {:<22} {:<9} {:>9} {:>8} {:>7}", r.route, r.id, r.address, r.state, r.in_flight, r.streams, r.pinned_clients);
+        println!(
+            "{:<16} {:<32} {:<22} {:<9} {:>9} {:>8} {:>7}",
+            r.route, r.id, r.address, r.state, r.in_flight, r.streams, r.pinned_clients
+        );
     }
     Ok(())
 }

@@ -5,7 +5,10 @@
 use std::time::Instant;
 
 use pinroute_discovery::BackendState;
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
 
 use crate::snapshot::Snapshot;
 
@@ -33,16 +36,68 @@ impl Metrics {
     /// Registers every metric in a fresh registry.
     pub fn new() -> Result<Metrics, prometheus::Error> {
         let registry = Registry::new();
-        let requests = IntCounterVec::new(Opts::new("pinroute_requests_total", "Requests answered, by route, backend and status code"), &["route", "backend", "code"])?;
-        let buckets = vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0];
-        let duration = HistogramVec::new(HistogramOpts::new("pinroute_request_duration_seconds", "Time from request to the end of the response").buckets(buckets), &["route"])?;
-        let cookies_issued = IntCounterVec::new(Opts::new("pinroute_cookies_issued_total", "Sticky cookies set, by reason (new client or re-pin)"), &["reason"])?;
-        let retries = IntCounter::new("pinroute_upstream_retries_total", "Requests retried on another backend after a connect failure")?;
-        let discovery_errors = IntCounter::new("pinroute_discovery_errors_total", "Errors of the discovery sources (API server unreachable, watch errors)")?;
-        let inflight = IntGaugeVec::new(Opts::new("pinroute_inflight_requests", "Requests under way per backend, streams included"), &["route", "backend"])?;
-        let streams = IntGaugeVec::new(Opts::new("pinroute_open_streams", "Long-lived responses (chunked, websocket) open per backend"), &["route", "backend"])?;
-        let state = IntGaugeVec::new(Opts::new("pinroute_backend_state", "1 for the state each backend is in"), &["route", "backend", "state"])?;
-        let pinned = IntGaugeVec::new(Opts::new("pinroute_pinned_clients", "Distinct clients routed by cookie in the last 5 minutes"), &["route", "backend"])?;
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "pinroute_requests_total",
+                "Requests answered, by route, backend and status code",
+            ),
+            &["route", "backend", "code"],
+        )?;
+        let buckets = vec![
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            30.0, 60.0, 300.0, 3600.0,
+        ];
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "pinroute_request_duration_seconds",
+                "Time from request to the end of the response",
+            )
+            .buckets(buckets),
+            &["route"],
+        )?;
+        let cookies_issued = IntCounterVec::new(
+            Opts::new(
+                "pinroute_cookies_issued_total",
+                "Sticky cookies set, by reason (new client or re-pin)",
+            ),
+            &["reason"],
+        )?;
+        let retries = IntCounter::new(
+            "pinroute_upstream_retries_total",
+            "Requests retried on another backend after a connect failure",
+        )?;
+        let discovery_errors = IntCounter::new(
+            "pinroute_discovery_errors_total",
+            "Errors of the discovery sources (API server unreachable, watch errors)",
+        )?;
+        let inflight = IntGaugeVec::new(
+            Opts::new(
+                "pinroute_inflight_requests",
+                "Requests under way per backend, streams included",
+            ),
+            &["route", "backend"],
+        )?;
+        let streams = IntGaugeVec::new(
+            Opts::new(
+                "pinroute_open_streams",
+                "Long-lived responses (chunked, websocket) open per backend",
+            ),
+            &["route", "backend"],
+        )?;
+        let state = IntGaugeVec::new(
+            Opts::new(
+                "pinroute_backend_state",
+                "1 for the state each backend is in",
+            ),
+            &["route", "backend", "state"],
+        )?;
+        let pinned = IntGaugeVec::new(
+            Opts::new(
+                "pinroute_pinned_clients",
+                "Distinct clients routed by cookie in the last 5 minutes",
+            ),
+            &["route", "backend"],
+        )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(cookies_issued.clone()))?;
@@ -52,7 +107,18 @@ impl Metrics {
         registry.register(Box::new(streams.clone()))?;
         registry.register(Box::new(state.clone()))?;
         registry.register(Box::new(pinned.clone()))?;
-        Ok(Metrics { registry, requests, duration, cookies_issued, retries, discovery_errors, inflight, streams, state, pinned })
+        Ok(Metrics {
+            registry,
+            requests,
+            duration,
+            cookies_issued,
+            retries,
+            discovery_errors,
+            inflight,
+            streams,
+            state,
+            pinned,
+        })
     }
 
     /// Prometheus text exposition, gauges refreshed from `snapshot`.
@@ -65,12 +131,20 @@ impl Metrics {
         for (route_config, route) in snapshot.config.routes.iter().zip(&snapshot.table.routes) {
             for entry in &route.backends {
                 let labels = [route_config.prefix.as_str(), &entry.discovered.id];
-                self.inflight.with_label_values(&labels).set(entry.runtime.in_flight() as i64);
-                self.streams.with_label_values(&labels).set(entry.runtime.streams() as i64);
-                self.pinned.with_label_values(&labels).set(entry.runtime.pinned_clients(now) as i64);
+                self.inflight
+                    .with_label_values(&labels)
+                    .set(entry.runtime.in_flight() as i64);
+                self.streams
+                    .with_label_values(&labels)
+                    .set(entry.runtime.streams() as i64);
+                self.pinned
+                    .with_label_values(&labels)
+                    .set(entry.runtime.pinned_clients(now) as i64);
                 let current = entry.state(now);
                 for s in BackendState::ALL {
-                    self.state.with_label_values(&[labels[0], labels[1], s.as_str()]).set(i64::from(s == current));
+                    self.state
+                        .with_label_values(&[labels[0], labels[1], s.as_str()])
+                        .set(i64::from(s == current));
                 }
             }
         }

@@ -96,8 +96,12 @@ fn prefix_matches(prefix: &str, path: &str) -> bool {
 
 /// Decides the backend for one request.
 pub fn route(facts: &RequestFacts<'_>, snapshot: &Snapshot, now: Instant) -> Decision {
-    let Some(table) = snapshot.table.routes.get(facts.route) else { return Decision::Unavailable };
-    let Some(view) = snapshot.views.get(facts.route) else { return Decision::Unavailable };
+    let Some(table) = snapshot.table.routes.get(facts.route) else {
+        return Decision::Unavailable;
+    };
+    let Some(view) = snapshot.views.get(facts.route) else {
+        return Decision::Unavailable;
+    };
     let usable = |i: usize| !facts.exclude.contains(&i);
 
     let stale = match facts.pin {
@@ -112,11 +116,27 @@ pub fn route(facts: &RequestFacts<'_>, snapshot: &Snapshot, now: Instant) -> Dec
         ClientPin::None | ClientPin::Forged => None,
     };
 
-    let all_cordoned = snapshot.config.routes.get(facts.route).map_or(AllCordoned::Reject, |r| r.when_all_cordoned);
+    let all_cordoned = snapshot
+        .config
+        .routes
+        .get(facts.route)
+        .map_or(AllCordoned::Reject, |r| r.when_all_cordoned);
     let mut candidates: Vec<usize> = Vec::new();
-    collect(&table.backends, now, BackendState::Ready, &usable, &mut candidates);
+    collect(
+        &table.backends,
+        now,
+        BackendState::Ready,
+        &usable,
+        &mut candidates,
+    );
     if candidates.is_empty() && all_cordoned == AllCordoned::ServeDraining {
-        collect(&table.backends, now, BackendState::Draining, &usable, &mut candidates);
+        collect(
+            &table.backends,
+            now,
+            BackendState::Draining,
+            &usable,
+            &mut candidates,
+        );
     }
     if candidates.is_empty() {
         return Decision::Unavailable;
@@ -124,17 +144,41 @@ pub fn route(facts: &RequestFacts<'_>, snapshot: &Snapshot, now: Instant) -> Dec
     match stale {
         // Deterministic for a given stale value: the sky CLI keeps sending it
         // until its next /api/health, and every request must land together.
-        Some(value) => forward(facts.route, rendezvous(value, &candidates, view), PinOutcome::Repinned),
-        None => forward(facts.route, two_choices(&table.backends, &candidates, facts.random), PinOutcome::New),
+        Some(value) => forward(
+            facts.route,
+            rendezvous(value, &candidates, view),
+            PinOutcome::Repinned,
+        ),
+        None => forward(
+            facts.route,
+            two_choices(&table.backends, &candidates, facts.random),
+            PinOutcome::New,
+        ),
     }
 }
 
 fn forward(route: usize, backend: usize, pin: PinOutcome) -> Decision {
-    Decision::Forward(Forward { route, backend, pin })
+    Decision::Forward(Forward {
+        route,
+        backend,
+        pin,
+    })
 }
 
-fn collect(backends: &[BackendEntry], now: Instant, want: BackendState, usable: &impl Fn(usize) -> bool, out: &mut Vec<usize>) {
-    out.extend(backends.iter().enumerate().filter(|(i, b)| usable(*i) && b.state(now) == want).map(|(i, _)| i));
+fn collect(
+    backends: &[BackendEntry],
+    now: Instant,
+    want: BackendState,
+    usable: &impl Fn(usize) -> bool,
+    out: &mut Vec<usize>,
+) {
+    out.extend(
+        backends
+            .iter()
+            .enumerate()
+            .filter(|(i, b)| usable(*i) && b.state(now) == want)
+            .map(|(i, _)| i),
+    );
 }
 
 /// Power of two choices: the less loaded of two random candidates.
@@ -163,7 +207,11 @@ fn rendezvous(stale: &str, candidates: &[usize], view: &crate::snapshot::RouteVi
         view.pins[i].hash(&mut h);
         h.finish()
     };
-    candidates.iter().copied().max_by_key(|&i| score(i)).unwrap_or(candidates[0])
+    candidates
+        .iter()
+        .copied()
+        .max_by_key(|&i| score(i))
+        .unwrap_or(candidates[0])
 }
 
 #[cfg(test)]

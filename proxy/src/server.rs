@@ -36,12 +36,22 @@ pub fn build_state(config: Arc<Config>) -> anyhow::Result<Arc<Shared>> {
             PinKey::random()
         }
     };
-    let shared = Shared::new(config.clone(), key, Metrics::new().context("registering metrics")?);
+    let shared = Shared::new(
+        config.clone(),
+        key,
+        Metrics::new().context("registering metrics")?,
+    );
     let publisher = shared.publisher().context("publisher missing")?.clone();
     for (route, rc) in config.routes.iter().enumerate() {
         match &rc.source {
-            BackendSource::Static(list) => publisher.publish(DiscoveryEvent::Replace { route, backends: static_backends(list) }),
-            BackendSource::Kubernetes(_) => anyhow::bail!("{}: route[{route}] uses [route.kubernetes], which this build does not support yet", config.origin.display()),
+            BackendSource::Static(list) => publisher.publish(DiscoveryEvent::Replace {
+                route,
+                backends: static_backends(list),
+            }),
+            BackendSource::Kubernetes(_) => anyhow::bail!(
+                "{}: route[{route}] uses [route.kubernetes], which this build does not support yet",
+                config.origin.display()
+            ),
         }
     }
     Ok(shared)
@@ -52,18 +62,27 @@ pub fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let shared = build_state(config.clone())?;
 
-    let mut conf = ServerConf::default();
-    conf.threads = config.server.threads;
-    conf.grace_period_seconds = Some(config.server.grace_period.as_secs().max(1));
-    conf.graceful_shutdown_timeout_seconds = Some(5);
-    conf.max_retries = config.routes.iter().map(|r| r.connect_tries).max().unwrap_or(1);
-    conf.upgrade_sock = config.server.upgrade_sock.to_string_lossy().into_owned();
-    conf.pid_file = config.server.pid_file.to_string_lossy().into_owned();
-    let opt = Opt { upgrade: options.upgrade, ..Opt::default() };
+    let conf = ServerConf {
+        threads: config.server.threads,
+        grace_period_seconds: Some(config.server.grace_period.as_secs().max(1)),
+        graceful_shutdown_timeout_seconds: Some(5),
+        max_retries: config.routes.iter().map(|r| r.connect_tries).max().unwrap_or(1),
+        upgrade_sock: config.server.upgrade_sock.to_string_lossy().into_owned(),
+        pid_file: config.server.pid_file.to_string_lossy().into_owned(),
+        ..ServerConf::default()
+    };
+    let opt = Opt {
+        upgrade: options.upgrade,
+        ..Opt::default()
+    };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(&server.configuration, Pinroute::new(shared.clone()), "pinroute proxy");
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        Pinroute::new(shared.clone()),
+        "pinroute proxy",
+    );
     for addr in &config.server.listen {
         proxy.add_tcp(&addr.to_string());
     }
@@ -73,7 +92,10 @@ pub fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
         service.add_tcp(&admin.to_string());
         server.add_service(service);
     }
-    server.add_service(background_service("health checks", HealthChecker::new(shared.clone())));
+    server.add_service(background_service(
+        "health checks",
+        HealthChecker::new(shared.clone()),
+    ));
 
     exit_when_drained(&server, shared, config.server.grace_period);
     tracing::info!(listen = ?config.server.listen, admin = ?config.server.admin, routes = config.routes.len(), "pinroute starting");
@@ -98,7 +120,13 @@ fn exit_when_drained(server: &Server, shared: Arc<Shared>, grace: Duration) {
         std::thread::sleep(Duration::from_millis(200));
         while Instant::now() < deadline {
             let snapshot = shared.snapshot();
-            let busy: usize = snapshot.table.routes.iter().flat_map(|r| &r.backends).map(|b| b.runtime.in_flight()).sum();
+            let busy: usize = snapshot
+                .table
+                .routes
+                .iter()
+                .flat_map(|r| &r.backends)
+                .map(|b| b.runtime.in_flight())
+                .sum();
             if busy == 0 {
                 tracing::info!("no request in flight; exiting");
                 std::process::exit(0);

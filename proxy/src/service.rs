@@ -62,14 +62,25 @@ impl Pinroute {
                 CookieCheck::Forged => ClientPin::Forged,
             },
         };
-        let facts = RequestFacts { route: route_index, pin, exclude: &ctx.tried, random: rand::random() };
+        let facts = RequestFacts {
+            route: route_index,
+            pin,
+            exclude: &ctx.tried,
+            random: rand::random(),
+        };
         route(&facts, snapshot, Instant::now())
     }
 
     /// Waits up to the route's `hold_for` for a Ready backend (Recreate
     /// upgrades: the only pod is being replaced). Bounded by `hold_max`.
     async fn hold(&self, ctx: &RequestCtx, route_index: usize) -> Option<(Arc<Snapshot>, Forward)> {
-        let config = ctx.snapshot.as_ref()?.config.routes.get(route_index)?.clone();
+        let config = ctx
+            .snapshot
+            .as_ref()?
+            .config
+            .routes
+            .get(route_index)?
+            .clone();
         if config.hold_for.is_zero() {
             return None;
         }
@@ -90,7 +101,14 @@ impl Pinroute {
     }
 
     fn commit(&self, ctx: &mut RequestCtx, snapshot: &Snapshot, forward: Forward) {
-        let Some(entry) = snapshot.table.routes.get(forward.route).and_then(|r| r.backends.get(forward.backend)) else { return };
+        let Some(entry) = snapshot
+            .table
+            .routes
+            .get(forward.route)
+            .and_then(|r| r.backends.get(forward.backend))
+        else {
+            return;
+        };
         ctx.guard = Some(entry.runtime.begin());
         ctx.backend_id = Some(entry.discovered.id.clone());
         if forward.pin == PinOutcome::Pinned {
@@ -98,18 +116,52 @@ impl Pinroute {
                 entry.runtime.note_pinned_client(ip, Instant::now());
             }
             ctx.set_cookie = None;
-        } else if let (Some(value), Some(route)) = (snapshot.views[forward.route].pins.get(forward.backend), snapshot.config.routes.get(forward.route)) {
-            ctx.set_cookie = Some((set_cookie_header(&snapshot.config.cookie, &route.prefix, value), forward.pin));
+        } else if let (Some(value), Some(route)) = (
+            snapshot.views[forward.route].pins.get(forward.backend),
+            snapshot.config.routes.get(forward.route),
+        ) {
+            ctx.set_cookie = Some((
+                set_cookie_header(&snapshot.config.cookie, &route.prefix, value),
+                forward.pin,
+            ));
         }
         ctx.current = Some(forward);
     }
 
     fn route_label(ctx: &RequestCtx) -> String {
         match (&ctx.snapshot, ctx.route) {
-            (Some(s), Some(r)) => s.config.routes.get(r).map(|c| c.prefix.clone()).unwrap_or_default(),
+            (Some(s), Some(r)) => s
+                .config
+                .routes
+                .get(r)
+                .map(|c| c.prefix.clone())
+                .unwrap_or_default(),
             _ => String::new(),
         }
     }
+}
+
+/// Requests whose body framing two parsers could read differently (the
+/// classic smuggling vector) are refused outright. pingora itself follows
+/// RFC 9112 (Transfer-Encoding wins, Content-Length is dropped, the
+/// connection closes), so the raw header is consulted to see what the client
+/// really sent.
+fn framing_problem(session: &Session) -> Option<&'static str> {
+    let header = session.req_header();
+    header.headers.get(http::header::TRANSFER_ENCODING)?;
+    if header.headers.contains_key(http::header::CONTENT_LENGTH) {
+        return Some("Bad request: both Content-Length and Transfer-Encoding.");
+    }
+    if let pingora::protocols::http::ServerSession::H1(h1) = session.as_downstream() {
+        let raw = h1.get_headers_raw_bytes();
+        let has_length = raw
+            .split(|b| *b == b'\n')
+            .any(|line| line.len() >= 15 && line[..15].eq_ignore_ascii_case(b"content-length:"));
+        if has_length {
+            return Some("Bad request: both Content-Length and Transfer-Encoding.");
+        }
+    }
+    None
 }
 
 #[async_trait]
@@ -135,7 +187,15 @@ impl ProxyHttp for Pinroute {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let snapshot = self.shared.snapshot();
-        ctx.client = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        ctx.client = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        if let Some(problem) = framing_problem(session) {
+            ctx.local_status = Some(400);
+            reply::json(session, 400, problem, &[]).await?;
+            return Ok(true);
+        }
         let header = session.req_header();
         let Some(route_index) = match_route(&snapshot.config, header.uri.path()) else {
             ctx.local_status = Some(404);
@@ -144,14 +204,29 @@ impl ProxyHttp for Pinroute {
         };
         ctx.route = Some(route_index);
         let route_config = &snapshot.config.routes[route_index];
-        let declared = header.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
+        let declared = header
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
         if declared.is_some_and(|len| len > route_config.max_body) {
             ctx.local_status = Some(413);
-            let detail = format!("Request body larger than the limit of {} bytes.", route_config.max_body);
+            let detail = format!(
+                "Request body larger than the limit of {} bytes.",
+                route_config.max_body
+            );
             reply::json(session, 413, &detail, &[]).await?;
             return Ok(true);
         }
-        ctx.cookie = find_cookie(header.headers.get_all(http::header::COOKIE).iter().map(|v| v.as_bytes()), &snapshot.config.cookie.name).map(str::to_string);
+        ctx.cookie = find_cookie(
+            header
+                .headers
+                .get_all(http::header::COOKIE)
+                .iter()
+                .map(|v| v.as_bytes()),
+            &snapshot.config.cookie.name,
+        )
+        .map(str::to_string);
         ctx.snapshot = Some(snapshot.clone());
         match self.decide(ctx, &snapshot, route_index) {
             Decision::Forward(forward) => self.commit(ctx, &snapshot, forward),
@@ -162,7 +237,13 @@ impl ProxyHttp for Pinroute {
                 }
                 None => {
                     ctx.local_status = Some(503);
-                    reply::json(session, 503, "No API server is available right now; please retry shortly.", &[("retry-after", "5")]).await?;
+                    reply::json(
+                        session,
+                        503,
+                        "No API server is available right now; please retry shortly.",
+                        &[("retry-after", "5")],
+                    )
+                    .await?;
                     return Ok(true);
                 }
             },
@@ -170,22 +251,34 @@ impl ProxyHttp for Pinroute {
         Ok(false)
     }
 
-    async fn upstream_peer(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
         let needs_new = ctx.current.is_none_or(|f| ctx.tried.contains(&f.backend));
         if needs_new {
             // A retry after a connect failure: decide again on the latest table.
             let snapshot = self.shared.snapshot();
-            let route_index = ctx.route.ok_or_else(|| Error::explain(ErrorType::InternalError, "no route decided"))?;
+            let route_index = ctx
+                .route
+                .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route decided"))?;
             match self.decide(ctx, &snapshot, route_index) {
                 Decision::Forward(forward) => self.commit(ctx, &snapshot, forward),
                 Decision::Unavailable => {
-                    return Err(Error::explain(ErrorType::HTTPStatus(503), "no backend left to try"));
+                    return Err(Error::explain(
+                        ErrorType::HTTPStatus(503),
+                        "no backend left to try",
+                    ));
                 }
             }
             ctx.snapshot = Some(snapshot);
         }
         let (Some(snapshot), Some(forward)) = (&ctx.snapshot, ctx.current) else {
-            return Err(Error::explain(ErrorType::InternalError, "no backend decided"));
+            return Err(Error::explain(
+                ErrorType::InternalError,
+                "no backend decided",
+            ));
         };
         let entry = &snapshot.table.routes[forward.route].backends[forward.backend];
         let timeouts = snapshot.config.routes[forward.route].timeouts;
@@ -193,19 +286,39 @@ impl ProxyHttp for Pinroute {
         peer.options.connection_timeout = Some(timeouts.connect);
         peer.options.write_timeout = Some(timeouts.write);
         // Upgraded connections (SSH tunnels) may sit idle for hours.
-        peer.options.read_timeout = if session.is_upgrade_req() { None } else { Some(timeouts.read) };
+        peer.options.read_timeout = if session.is_upgrade_req() {
+            None
+        } else {
+            Some(timeouts.read)
+        };
         Ok(Box::new(peer))
     }
 
-    fn fail_to_connect(&self, _session: &mut Session, _peer: &HttpPeer, ctx: &mut RequestCtx, mut e: Box<Error>) -> Box<Error> {
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
         let Some(forward) = ctx.current else { return e };
-        if let Some(entry) = ctx.snapshot.as_ref().and_then(|s| s.table.routes.get(forward.route)?.backends.get(forward.backend)) {
+        if let Some(entry) = ctx.snapshot.as_ref().and_then(|s| {
+            s.table
+                .routes
+                .get(forward.route)?
+                .backends
+                .get(forward.backend)
+        }) {
             entry.runtime.record_connect_failure(Instant::now());
             tracing::warn!(backend = %entry.discovered.id, error = %e, "connect failed; backend ejected");
         }
         ctx.tried.push(forward.backend);
         ctx.guard = None;
-        let tries = ctx.snapshot.as_ref().and_then(|s| s.config.routes.get(forward.route)).map_or(1, |r| r.connect_tries);
+        let tries = ctx
+            .snapshot
+            .as_ref()
+            .and_then(|s| s.config.routes.get(forward.route))
+            .map_or(1, |r| r.connect_tries);
         // Nothing reached the backend: any method may go elsewhere.
         let retry = ctx.tried.len() < tries;
         e.set_retry(retry);
@@ -215,29 +328,70 @@ impl ProxyHttp for Pinroute {
         e
     }
 
-    async fn request_body_filter(&self, _session: &mut Session, body: &mut Option<Bytes>, _end: bool, ctx: &mut RequestCtx) -> Result<()> {
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
         if let Some(chunk) = body {
             ctx.body_bytes += chunk.len() as u64;
-            let limit = ctx.snapshot.as_ref().zip(ctx.route).and_then(|(s, r)| s.config.routes.get(r)).map_or(u64::MAX, |r| r.max_body);
+            let limit = ctx
+                .snapshot
+                .as_ref()
+                .zip(ctx.route)
+                .and_then(|(s, r)| s.config.routes.get(r))
+                .map_or(u64::MAX, |r| r.max_body);
             if ctx.body_bytes > limit {
-                return Err(Error::explain(ErrorType::HTTPStatus(413), "request body over max_body"));
+                return Err(Error::explain(
+                    ErrorType::HTTPStatus(413),
+                    "request body over max_body",
+                ));
             }
         }
         Ok(())
     }
 
-    async fn upstream_request_filter(&self, session: &mut Session, upstream: &mut RequestHeader, ctx: &mut RequestCtx) -> Result<()> {
-        let proto = if session.digest().and_then(|d: &Digest| d.ssl_digest.as_ref()).is_some() { "https" } else { "http" };
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let proto = if session
+            .digest()
+            .and_then(|d: &Digest| d.ssl_digest.as_ref())
+            .is_some()
+        {
+            "https"
+        } else {
+            "http"
+        };
         apply_forwarding(upstream, ctx.client, proto)
     }
 
-    async fn upstream_response_filter(&self, _session: &mut Session, response: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
-        if let Some(entry) = ctx.snapshot.as_ref().zip(ctx.current).and_then(|(s, f)| s.table.routes.get(f.route)?.backends.get(f.backend)) {
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(entry) = ctx
+            .snapshot
+            .as_ref()
+            .zip(ctx.current)
+            .and_then(|(s, f)| s.table.routes.get(f.route)?.backends.get(f.backend))
+        {
             entry.runtime.record_success();
         }
         let upgraded = response.status == http::StatusCode::SWITCHING_PROTOCOLS;
         let chunked = response.headers.get(http::header::CONTENT_LENGTH).is_none()
-            && response.headers.get(http::header::TRANSFER_ENCODING).and_then(|v| v.to_str().ok()).is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+            && response
+                .headers
+                .get(http::header::TRANSFER_ENCODING)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
         if upgraded || chunked {
             if let Some(guard) = ctx.guard.as_mut() {
                 guard.mark_stream();
@@ -245,45 +399,97 @@ impl ProxyHttp for Pinroute {
         }
         if let Some((cookie, outcome)) = ctx.set_cookie.take() {
             response.append_header(http::header::SET_COOKIE, cookie)?;
-            let reason = if outcome == PinOutcome::New { "new" } else { "repin" };
-            self.shared.metrics.cookies_issued.with_label_values(&[reason]).inc();
+            let reason = if outcome == PinOutcome::New {
+                "new"
+            } else {
+                "repin"
+            };
+            self.shared
+                .metrics
+                .cookies_issued
+                .with_label_values(&[reason])
+                .inc();
         }
         Ok(())
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
         let (code, detail) = match e.etype() {
             ErrorType::HTTPStatus(413) => (413, "Request body larger than the limit.".to_string()),
-            ErrorType::HTTPStatus(503) => (503, "No API server is available right now; please retry shortly.".to_string()),
+            ErrorType::HTTPStatus(503) => (
+                503,
+                "No API server is available right now; please retry shortly.".to_string(),
+            ),
             ErrorType::HTTPStatus(code) => (*code, format!("Request failed ({code}).")),
-            ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => (504, format!("Upstream timed out: {}", e.etype().as_str())),
+            ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
+                (504, format!("Upstream timed out: {}", e.etype().as_str()))
+            }
             _ => match e.esource() {
-                ErrorSource::Upstream => (502, format!("Bad gateway: the API server failed ({}).", e.etype().as_str())),
+                ErrorSource::Upstream => (
+                    502,
+                    format!(
+                        "Bad gateway: the API server failed ({}).",
+                        e.etype().as_str()
+                    ),
+                ),
                 ErrorSource::Downstream => match e.etype() {
-                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => (0, String::new()),
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => {
+                        (0, String::new())
+                    }
                     _ => (400, "Bad request.".to_string()),
                 },
-                ErrorSource::Internal | ErrorSource::Unset => (500, "Internal proxy error.".to_string()),
+                ErrorSource::Internal | ErrorSource::Unset => {
+                    (500, "Internal proxy error.".to_string())
+                }
             },
         };
         ctx.local_status = Some(code);
         if code > 0 && session.response_written().is_none() {
-            let extra: &[(&str, &str)] = if code == 503 { &[("retry-after", "5")] } else { &[] };
+            let extra: &[(&str, &str)] = if code == 503 {
+                &[("retry-after", "5")]
+            } else {
+                &[]
+            };
             if let Err(write) = reply::json(session, code, &detail, extra).await {
                 tracing::debug!(error = %write, "could not write error response");
             }
         }
-        FailToProxy { error_code: code, can_reuse_downstream: false }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
     }
 
-    async fn logging(&self, session: &mut Session, error: Option<&pingora::Error>, ctx: &mut RequestCtx) {
-        let status = session.response_written().map(|r| r.status.as_u16()).or(ctx.local_status).unwrap_or(0);
+    async fn logging(
+        &self,
+        session: &mut Session,
+        error: Option<&pingora::Error>,
+        ctx: &mut RequestCtx,
+    ) {
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .or(ctx.local_status)
+            .unwrap_or(0);
         let route = Self::route_label(ctx);
         let backend = ctx.backend_id.as_deref().unwrap_or("-");
         let elapsed = ctx.start.elapsed();
         let code = status.to_string();
-        self.shared.metrics.requests.with_label_values(&[route.as_str(), backend, code.as_str()]).inc();
-        self.shared.metrics.duration.with_label_values(&[route.as_str()]).observe(elapsed.as_secs_f64());
+        self.shared
+            .metrics
+            .requests
+            .with_label_values(&[route.as_str(), backend, code.as_str()])
+            .inc();
+        self.shared
+            .metrics
+            .duration
+            .with_label_values(&[route.as_str()])
+            .observe(elapsed.as_secs_f64());
         let decision = ctx.current.map_or("local", |f| f.pin.as_str());
         let header = session.req_header();
         tracing::info!(

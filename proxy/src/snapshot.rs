@@ -41,7 +41,10 @@ pub struct PinCache {
 impl PinCache {
     /// A cache over `key`.
     pub fn new(key: PinKey) -> PinCache {
-        PinCache { key, values: Mutex::new(HashMap::new()) }
+        PinCache {
+            key,
+            values: Mutex::new(HashMap::new()),
+        }
     }
 
     /// The key, for checking received cookies.
@@ -50,7 +53,10 @@ impl PinCache {
     }
 
     fn pin(&self, cache: &mut HashMap<Arc<str>, Arc<str>>, identity: &Arc<str>) -> Arc<str> {
-        cache.entry(identity.clone()).or_insert_with(|| self.key.pin(identity).into()).clone()
+        cache
+            .entry(identity.clone())
+            .or_insert_with(|| self.key.pin(identity).into())
+            .clone()
     }
 }
 
@@ -62,17 +68,36 @@ impl Snapshot {
             .routes
             .iter()
             .map(|route| {
-                let values: Vec<Arc<str>> = route.backends.iter().map(|b| pins.pin(&mut cache, &b.discovered.identity)).collect();
-                let by_pin = values.iter().enumerate().map(|(i, v)| (v.clone(), i)).collect();
-                RouteView { by_pin, pins: values }
+                let values: Vec<Arc<str>> = route
+                    .backends
+                    .iter()
+                    .map(|b| pins.pin(&mut cache, &b.discovered.identity))
+                    .collect();
+                let by_pin = values
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| (v.clone(), i))
+                    .collect();
+                RouteView {
+                    by_pin,
+                    pins: values,
+                }
             })
             .collect();
         // Forget identities no longer in the table so the cache stays bounded.
         if cache.len() > 2 * table.routes.iter().map(|r| r.backends.len()).sum::<usize>() + 64 {
-            let live: std::collections::HashSet<&Arc<str>> = table.routes.iter().flat_map(|r| r.backends.iter().map(|b| &b.discovered.identity)).collect();
+            let live: std::collections::HashSet<&Arc<str>> = table
+                .routes
+                .iter()
+                .flat_map(|r| r.backends.iter().map(|b| &b.discovered.identity))
+                .collect();
             cache.retain(|k, _| live.contains(k));
         }
         drop(cache);
-        Snapshot { config, table, views }
+        Snapshot {
+            config,
+            table,
+            views,
+        }
     }
 }

@@ -54,7 +54,9 @@ impl Shared {
             table_changed: Notify::new(),
             publisher: OnceLock::new(),
             started: Instant::now(),
-            held: (0..config.routes.len()).map(|_| AtomicUsize::new(0)).collect(),
+            held: (0..config.routes.len())
+                .map(|_| AtomicUsize::new(0))
+                .collect(),
         });
         let weak = Arc::downgrade(&shared);
         let publisher = Publisher::new(
@@ -88,13 +90,18 @@ impl Shared {
     /// past the bound a request gets the 503 at once.
     pub fn try_hold(&self, route: usize, max: usize) -> Option<HoldPermit<'_>> {
         let counter = self.held.get(route)?;
-        let admitted = counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < max).then_some(n + 1)).is_ok();
+        let admitted = counter
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok();
         admitted.then_some(HoldPermit { counter })
     }
 
     fn on_table(&self, table: &Arc<RoutingTable>) {
         let config = self.snapshot.load().config.clone();
-        self.snapshot.store(Arc::new(Snapshot::build(config, table.clone(), &self.pins)));
+        self.snapshot
+            .store(Arc::new(Snapshot::build(config, table.clone(), &self.pins)));
         self.table_changed.notify_waiters();
     }
 }

@@ -443,7 +443,9 @@ impl FakeKube {
         let _ = shared.events.send(Msg::Bookmark(store.rv));
     }
 
-    /// `"METHOD path?query"` (or `"METHOD path"`) of every request received.
+    /// `"METHOD path?query"` (or `"METHOD path"`) of every request received,
+    /// in arrival order. Connections refused during an outage carry no
+    /// request and are not logged.
     pub fn request_log(&self) -> Vec<String> {
         lock(&self.inner.shared.log).clone()
     }
@@ -641,63 +643,34 @@ async fn handle(State(shared): State<Arc<Shared>>, method: Method, uri: Uri) -> 
         return error_response(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", msg);
     }
     let Ok(Query(query)) = Query::<HashMap<String, String>>::try_from_uri(&uri) else {
-        return error_response(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            "malformed query string",
-        );
+        let msg = "malformed query string";
+        return error_response(StatusCode::BAD_REQUEST, "BadRequest", msg);
     };
     let segments: Vec<&str> = uri.path().trim_matches('/').split('/').collect();
+    if let Some(doc) = discovery_json(&segments) {
+        return json_response(StatusCode::OK, &doc);
+    }
     let (namespace, name) = match segments.as_slice() {
-        ["version"] => return json_response(StatusCode::OK, &version_json()),
-        ["api"] => {
-            return json_response(
-                StatusCode::OK,
-                &json!({"kind": "APIVersions", "versions": ["v1"],
-            "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]}),
-            )
-        }
-        ["apis"] => {
-            return json_response(
-                StatusCode::OK,
-                &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": []}),
-            )
-        }
-        ["api", "v1"] => {
-            return json_response(
-                StatusCode::OK,
-                &json!({"kind": "APIResourceList", "groupVersion": "v1",
-            "resources": [{"name": "pods", "singularName": "pod", "namespaced": true, "kind": "Pod",
-                           "verbs": ["get", "list", "watch"], "shortNames": ["po"]}]}),
-            )
-        }
         ["api", "v1", "pods"] => (None, None),
         ["api", "v1", "namespaces", ns, "pods"] => (Some(ns.to_string()), None),
         ["api", "v1", "namespaces", ns, "pods", name] => (Some(ns.to_string()), Some(*name)),
         _ => {
-            return error_response(
-                StatusCode::NOT_FOUND,
-                "NotFound",
-                "the server could not find the requested resource",
-            )
+            let msg = "the server could not find the requested resource";
+            return error_response(StatusCode::NOT_FOUND, "NotFound", msg);
         }
     };
     if method != Method::GET {
-        return error_response(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "MethodNotAllowed",
-            "fake kube is read-only",
-        );
+        let msg = "fake kube is read-only";
+        return error_response(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", msg);
     }
     if let (Some(ns), Some(name)) = (&namespace, name) {
         let store = lock(&shared.store);
         return match store.pods.get(&(ns.clone(), name.to_string())) {
             Some(p) => json_response(StatusCode::OK, &pod_json(p, p.rv)),
-            None => error_response(
-                StatusCode::NOT_FOUND,
-                "NotFound",
-                &format!("pods \"{name}\" not found"),
-            ),
+            None => {
+                let msg = format!("pods \"{name}\" not found");
+                error_response(StatusCode::NOT_FOUND, "NotFound", &msg)
+            }
         };
     }
     let filter = match Filter::from_query(namespace, &query) {
@@ -711,10 +684,27 @@ async fn handle(State(shared): State<Arc<Shared>>, method: Method, uri: Uri) -> 
     }
 }
 
-fn version_json() -> Value {
-    json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0-fake", "gitCommit": "0000000",
-           "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.24",
-           "compiler": "gc", "platform": "linux/amd64"})
+/// Version and discovery documents, in case a client asks (kube's watcher
+/// does not; `Client::apiserver_version` reads `/version`).
+fn discovery_json(segments: &[&str]) -> Option<Value> {
+    Some(match segments {
+        ["version"] => json!({
+            "major": "1", "minor": "33", "gitVersion": "v1.33.0-fake", "gitCommit": "0000000",
+            "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.24",
+            "compiler": "gc", "platform": "linux/amd64",
+        }),
+        ["api"] => json!({
+            "kind": "APIVersions", "versions": ["v1"],
+            "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}],
+        }),
+        ["apis"] => json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": []}),
+        ["api", "v1"] => json!({
+            "kind": "APIResourceList", "groupVersion": "v1",
+            "resources": [{"name": "pods", "singularName": "pod", "namespaced": true,
+                           "kind": "Pod", "verbs": ["get", "list", "watch"]}],
+        }),
+        _ => return None,
+    })
 }
 
 /// Always the current state in one page: every resourceVersion/limit

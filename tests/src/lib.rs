@@ -1,2 +1,9 @@
-//! placeholder
+//! Test kit for pinroute's black-box tests: real child processes (the
+//! `pinroute` binary as proxy and as demo backends) on 127.0.0.1, a fake
+//! Kubernetes API server speaking the real list/watch protocol, and HTTP
+//! helpers. Every wait has a deadline; every process is killed on drop.
+
 pub mod fake_kube;
+pub mod process;
+
+pub use process::{free_port, http_client, wait_until, BackendProcess, ProxyProcess};

@@ -38,9 +38,21 @@ struct BackendState {
 type Shared = Arc<BackendState>;
 
 /// Serves the demo backend on `listener` until the task is dropped.
-pub async fn serve(listener: tokio::net::TcpListener, options: BackendOptions) -> std::io::Result<()> {
-    let state: Shared = Arc::new(BackendState { options, counts: Mutex::new(BTreeMap::new()), next_id: AtomicU64::new(1) });
-    let ws_paths = ["/kubernetes-pod-ssh-proxy", "/slurm-job-ssh-proxy", "/ssh-interactive-auth", "/ws"];
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    options: BackendOptions,
+) -> std::io::Result<()> {
+    let state: Shared = Arc::new(BackendState {
+        options,
+        counts: Mutex::new(BTreeMap::new()),
+        next_id: AtomicU64::new(1),
+    });
+    let ws_paths = [
+        "/kubernetes-pod-ssh-proxy",
+        "/slurm-job-ssh-proxy",
+        "/ssh-interactive-auth",
+        "/ws",
+    ];
     let mut router = Router::new()
         .route("/api/health", get(health))
         .route("/api/stream", get(stream))
@@ -69,7 +81,11 @@ fn count(state: &Shared, method: &Method, path: &str) {
 
 async fn health(State(state): State<Shared>) -> Response {
     count(&state, &Method::GET, "/api/health");
-    named(&state, Json(json!({"status": "healthy", "backend": state.options.name, "api_version": "1"})).into_response())
+    named(
+        &state,
+        Json(json!({"status": "healthy", "backend": state.options.name, "api_version": "1"}))
+            .into_response(),
+    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -94,7 +110,15 @@ async fn stream(State(state): State<Shared>, Query(params): Query<StreamParams>)
             Ok::<_, Infallible>(Bytes::from(line))
         }
     });
-    named(&state, (StatusCode::OK, [("content-type", "text/plain")], Body::from_stream(body)).into_response())
+    named(
+        &state,
+        (
+            StatusCode::OK,
+            [("content-type", "text/plain")],
+            Body::from_stream(body),
+        )
+            .into_response(),
+    )
 }
 
 async fn api_get(State(state): State<Shared>, uri: Uri) -> Response {
@@ -104,12 +128,28 @@ async fn api_get(State(state): State<Shared>, uri: Uri) -> Response {
 
 async fn counts(State(state): State<Shared>) -> Response {
     let counts = state.counts.lock().map(|c| c.clone()).unwrap_or_default();
-    named(&state, Json(json!({"backend": state.options.name, "counts": counts})).into_response())
+    named(
+        &state,
+        Json(json!({"backend": state.options.name, "counts": counts})).into_response(),
+    )
 }
 
-async fn echo_request(State(state): State<Shared>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
+async fn echo_request(
+    State(state): State<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
     count(&state, &method, "/debug/request");
-    let headers: BTreeMap<String, String> = headers.iter().map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned())).collect();
+    let headers: BTreeMap<String, String> = headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
     named(&state, Json(json!({"backend": state.options.name, "method": method.as_str(), "uri": uri.to_string(), "headers": headers})).into_response())
 }
 
@@ -138,7 +178,14 @@ async fn other(State(state): State<Shared>, method: Method, uri: Uri, body: Body
     let path = uri.path().to_string();
     count(&state, &method, &path);
     if method != Method::POST {
-        return named(&state, (StatusCode::NOT_FOUND, Json(json!({"detail": format!("Not Found: {path}")}))).into_response());
+        return named(
+            &state,
+            (
+                StatusCode::NOT_FOUND,
+                Json(json!({"detail": format!("Not Found: {path}")})),
+            )
+                .into_response(),
+        );
     }
     // Read the whole body (uploads) before answering, counting bytes.
     let mut bytes = 0u64;
@@ -153,8 +200,14 @@ async fn other(State(state): State<Shared>, method: Method, uri: Uri, body: Body
         // A backend dying after the request reached it: the proxy must not replay it.
         std::process::exit(3);
     }
-    let id = format!("{}-{:08x}", state.options.name, state.next_id.fetch_add(1, Ordering::Relaxed));
-    let mut response = Json(json!({"backend": state.options.name, "request_id": id, "bytes": bytes})).into_response();
+    let id = format!(
+        "{}-{:08x}",
+        state.options.name,
+        state.next_id.fetch_add(1, Ordering::Relaxed)
+    );
+    let mut response =
+        Json(json!({"backend": state.options.name, "request_id": id, "bytes": bytes}))
+            .into_response();
     if let Ok(v) = HeaderValue::from_str(&id) {
         response.headers_mut().insert("x-skypilot-request-id", v);
     }

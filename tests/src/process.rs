@@ -1,0 +1,278 @@
+//! Child processes under test: demo backends and the proxy itself.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+/// A port free right now on 127.0.0.1 (the OS picks it; released at once).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+/// An HTTP client that never uses a proxy from the environment and keeps no cookies.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap_or_default()
+}
+
+/// Polls `check` every 20 ms until it returns true or `deadline` passes.
+pub async fn wait_until<F, Fut>(deadline: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let end = Instant::now() + deadline;
+    while Instant::now() < end {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+fn log_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join("pinroute-tests");
+    let _ = std::fs::create_dir_all(&dir);
+    dir
+}
+
+fn unique(name: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{name}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A demo backend running as its own process.
+#[derive(Debug)]
+pub struct BackendProcess {
+    /// Name it reports in `X-Demo-Backend`.
+    pub name: String,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    child: Child,
+}
+
+impl BackendProcess {
+    /// Starts `pinroute demo-backend` on `listen` (port 0: any) and waits
+    /// for the line that tells its address.
+    pub fn spawn(
+        bin: &Path,
+        name: &str,
+        listen: &str,
+        allow_crash: bool,
+    ) -> anyhow::Result<BackendProcess> {
+        let mut cmd = Command::new(bin);
+        cmd.args(["demo-backend", "--listen", listen, "--name", name]);
+        if allow_crash {
+            cmd.arg("--allow-crash");
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("spawning {}", bin.display()))?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(10))
+            .context("backend did not report its address within 10 s")?;
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .context("unexpected first line")?
+            .parse()?;
+        Ok(BackendProcess {
+            name: name.to_string(),
+            addr,
+            child,
+        })
+    }
+
+    /// `kill -9`, and reap.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Whether the process has exited (e.g. after `POST /crash`).
+    pub fn has_exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
+    /// How many requests it saw for `"METHOD /path"`.
+    pub async fn count(&self, key: &str) -> anyhow::Result<u64> {
+        let v: serde_json::Value = http_client()
+            .get(format!("http://{}/debug/counts", self.addr))
+            .send()
+            .await?
+            .json()
+            .await?;
+        Ok(v["counts"][key].as_u64().unwrap_or(0))
+    }
+}
+
+impl Drop for BackendProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The proxy running as its own process, from a config file.
+#[derive(Debug)]
+pub struct ProxyProcess {
+    /// Client listener.
+    pub addr: SocketAddr,
+    /// Admin listener.
+    pub admin: SocketAddr,
+    /// The config file it was started with.
+    pub config_path: PathBuf,
+    /// Its log (stderr).
+    pub log_path: PathBuf,
+    child: Child,
+}
+
+impl ProxyProcess {
+    /// Starts `pinroute run --config` with `body` (routes, cookie, …) under a
+    /// `[server]` section the kit fills in with fresh ports, then waits for
+    /// `/readyz`. `server_extra` adds keys to `[server]`.
+    pub async fn start(bin: &Path, server_extra: &str, body: &str) -> anyhow::Result<ProxyProcess> {
+        Self::start_with_env(bin, server_extra, body, &[]).await
+    }
+
+    /// As [`ProxyProcess::start`], with extra environment variables.
+    pub async fn start_with_env(
+        bin: &Path,
+        server_extra: &str,
+        body: &str,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<ProxyProcess> {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
+        let id = unique("proxy");
+        let dir = log_dir();
+        let config_path = dir.join(format!("{id}.toml"));
+        let log_path = dir.join(format!("{id}.log"));
+        let text = format!(
+            "[server]\nlisten = [\"{addr}\"]\nadmin = \"{admin}\"\ngrace_period = \"10s\"\nupgrade_sock = \"{}\"\npid_file = \"{}\"\n{server_extra}\n{body}",
+            dir.join(format!("{id}.sock")).display(),
+            dir.join(format!("{id}.pid")).display()
+        );
+        std::fs::write(&config_path, text)?;
+        let log = std::fs::File::create(&log_path)?;
+        let mut cmd = Command::new(bin);
+        cmd.args(["run", "--config"])
+            .arg(&config_path)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .env("RUST_LOG", "info");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("spawning {}", bin.display()))?;
+        let mut proxy = ProxyProcess {
+            addr,
+            admin,
+            config_path,
+            log_path,
+            child,
+        };
+        let client = http_client();
+        let url = proxy.admin_url("/readyz");
+        let ready = wait_until(Duration::from_secs(15), || {
+            let (client, url) = (client.clone(), url.clone());
+            async move {
+                client
+                    .get(url)
+                    .send()
+                    .await
+                    .map(|r| r.status().is_success())
+                    .unwrap_or(false)
+            }
+        })
+        .await;
+        if !ready {
+            let log = proxy.log();
+            proxy.kill();
+            bail!("proxy not ready within 15 s; log:\n{log}");
+        }
+        Ok(proxy)
+    }
+
+    /// `http://addr{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// `http://admin{path}`.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+
+    /// Its log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal by name (`TERM`, `QUIT`, `HUP`) with the system `kill`.
+    pub fn signal(&self, name: &str) -> anyhow::Result<()> {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()?;
+        if !status.success() {
+            bail!("kill -{name} failed");
+        }
+        Ok(())
+    }
+
+    /// Waits up to `deadline` for the process to exit; its exit code.
+    pub async fn wait_exit(&mut self, deadline: Duration) -> Option<i32> {
+        let end = Instant::now() + deadline;
+        while Instant::now() < end {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status.code().unwrap_or(-1));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
+    }
+
+    /// Kills and reaps.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ProxyProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
