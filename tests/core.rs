@@ -372,7 +372,11 @@ async fn oversized_bodies_get_413() {
         Err(e) => panic!("expected a 413, got {e}"),
     }
     assert_eq!(b[0].count("POST /upload-small").await.unwrap(), 1);
-    assert_eq!(b[0].count("POST /upload-declared").await.unwrap(), 0, "a declared oversize never reaches the backend");
+    assert_eq!(
+        b[0].count("POST /upload-declared").await.unwrap(),
+        0,
+        "a declared oversize never reaches the backend"
+    );
 }
 
 /// Sends raw bytes, returns everything read until the peer closes or 3 s pass.

@@ -1,1 +1,2 @@
-//! placeholder
+//! Benchmarks of pinroute: criterion benches of the pure core
+//! (`benches/core.rs`) and the side-by-side load harness.

@@ -4,8 +4,9 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// How long a client counts as "recently pinned" in the admin view.
@@ -16,6 +17,18 @@ const PINNED_MAX: usize = 10_000;
 const BACKOFF_BASE: Duration = Duration::from_secs(1);
 /// Longest passive ejection.
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// Nanoseconds since the process epoch; never 0 (0 means "not ejected").
+fn to_nanos(at: Instant) -> u64 {
+    u64::try_from(at.saturating_duration_since(epoch()).as_nanos())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
 
 /// Passive health: consecutive connect failures and the ejection they earned.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -49,7 +62,9 @@ pub struct BackendRuntime {
     streams: AtomicUsize,
     operator_drain: AtomicBool,
     active_failed: AtomicBool,
-    passive: Mutex<PassiveHealth>,
+    // Passive health is read on every routing decision: kept lock-free.
+    failures: AtomicU32,
+    down_until: AtomicU64,
     draining_since: Mutex<Option<Instant>>,
     pinned: Mutex<HashMap<IpAddr, Instant>>,
 }
@@ -112,17 +127,18 @@ impl BackendRuntime {
 
     /// A connection attempt failed: eject with backoff.
     pub fn record_connect_failure(&self, now: Instant) {
-        if let Ok(mut passive) = self.passive.lock() {
-            *passive = passive.after_failure(now);
-        }
+        let next = self.passive().after_failure(now);
+        self.failures
+            .store(next.consecutive_failures, Ordering::Relaxed);
+        self.down_until
+            .store(next.down_until.map_or(0, to_nanos), Ordering::Relaxed);
     }
 
     /// A request got an answer: passive failures are forgiven.
     pub fn record_success(&self) {
-        if let Ok(mut passive) = self.passive.lock() {
-            if passive.consecutive_failures != 0 {
-                *passive = PassiveHealth::default();
-            }
+        if self.failures.load(Ordering::Relaxed) != 0 {
+            self.failures.store(0, Ordering::Relaxed);
+            self.down_until.store(0, Ordering::Relaxed);
         }
     }
 
@@ -139,15 +155,17 @@ impl BackendRuntime {
         if self.active_failed.load(Ordering::Relaxed) {
             return true;
         }
-        self.passive
-            .lock()
-            .map(|p| p.down_until.is_some_and(|until| until > now))
-            .unwrap_or(false)
+        let until = self.down_until.load(Ordering::Relaxed);
+        until != 0 && until > to_nanos(now)
     }
 
     /// Passive health, for the admin view.
     pub fn passive(&self) -> PassiveHealth {
-        self.passive.lock().map(|p| *p).unwrap_or_default()
+        let until = self.down_until.load(Ordering::Relaxed);
+        PassiveHealth {
+            consecutive_failures: self.failures.load(Ordering::Relaxed),
+            down_until: (until != 0).then(|| epoch() + std::time::Duration::from_nanos(until)),
+        }
     }
 
     /// Remembers when draining began (first call wins; `None` resets).

@@ -2,13 +2,12 @@
 //! snapshot: which route, which backend, and whether to (re)issue the cookie.
 //! No I/O, no locks: unit-tested without sockets, benched at 1,000 backends.
 
-use std::hash::{Hash, Hasher};
 use std::time::Instant;
 
 use pinroute_config::{AllCordoned, Config};
 use pinroute_discovery::{BackendEntry, BackendState};
 
-use crate::snapshot::Snapshot;
+use crate::snapshot::{mix, stable_hash, RouteView, Snapshot};
 
 /// The client's cookie, already checked against the key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,38 +120,36 @@ pub fn route(facts: &RequestFacts<'_>, snapshot: &Snapshot, now: Instant) -> Dec
         .routes
         .get(facts.route)
         .map_or(AllCordoned::Reject, |r| r.when_all_cordoned);
-    let mut candidates: Vec<usize> = Vec::new();
-    collect(
+    let mut picked = pick(
         &table.backends,
+        view,
         now,
         BackendState::Ready,
         &usable,
-        &mut candidates,
+        stale,
+        facts.random,
     );
-    if candidates.is_empty() && all_cordoned == AllCordoned::ServeDraining {
-        collect(
+    if picked.is_none() && all_cordoned == AllCordoned::ServeDraining {
+        picked = pick(
             &table.backends,
+            view,
             now,
             BackendState::Draining,
             &usable,
-            &mut candidates,
+            stale,
+            facts.random,
         );
     }
-    if candidates.is_empty() {
-        return Decision::Unavailable;
-    }
-    match stale {
-        // Deterministic for a given stale value: the sky CLI keeps sending it
-        // until its next /api/health, and every request must land together.
-        Some(value) => forward(
+    match picked {
+        None => Decision::Unavailable,
+        Some(i) => forward(
             facts.route,
-            rendezvous(value, &candidates, view),
-            PinOutcome::Repinned,
-        ),
-        None => forward(
-            facts.route,
-            two_choices(&table.backends, &candidates, facts.random),
-            PinOutcome::New,
+            i,
+            if stale.is_some() {
+                PinOutcome::Repinned
+            } else {
+                PinOutcome::New
+            },
         ),
     }
 }
@@ -165,53 +162,75 @@ fn forward(route: usize, backend: usize, pin: PinOutcome) -> Decision {
     })
 }
 
-fn collect(
+/// Picks a backend in state `want`: by rendezvous hashing of the stale
+/// cookie when there is one (deterministic: the sky CLI keeps sending the
+/// stale value until its next /api/health, and every request must land
+/// together), else by power of two choices.
+fn pick(
     backends: &[BackendEntry],
+    view: &RouteView,
     now: Instant,
     want: BackendState,
     usable: &impl Fn(usize) -> bool,
-    out: &mut Vec<usize>,
-) {
-    out.extend(
-        backends
-            .iter()
-            .enumerate()
-            .filter(|(i, b)| usable(*i) && b.state(now) == want)
-            .map(|(i, _)| i),
-    );
+    stale: Option<&str>,
+    random: u64,
+) -> Option<usize> {
+    let eligible = |i: usize| usable(i) && backends[i].state(now) == want;
+    if let Some(value) = stale {
+        let key = stable_hash(value.as_bytes());
+        return (0..backends.len())
+            .filter(|&i| eligible(i))
+            .max_by_key(|&i| mix(key ^ view.pin_hashes[i]));
+    }
+    two_choices(backends, random, &eligible)
 }
 
-/// Power of two choices: the less loaded of two random candidates.
-fn two_choices(backends: &[BackendEntry], candidates: &[usize], random: u64) -> usize {
-    let n = candidates.len();
-    let first = (random % n as u64) as usize;
-    if n == 1 {
-        return candidates[first];
+/// Power of two choices: the less loaded of two random eligible backends.
+/// Samples a few random indices first (O(1) when most backends are
+/// eligible), and falls back to a full scan when sampling finds fewer than two.
+fn two_choices(
+    backends: &[BackendEntry],
+    random: u64,
+    eligible: &impl Fn(usize) -> bool,
+) -> Option<usize> {
+    let n = backends.len();
+    if n == 0 {
+        return None;
     }
-    // A second index distinct from the first.
-    let second = (first + 1 + ((random >> 32) % (n as u64 - 1)) as usize) % n;
-    let (a, b) = (candidates[first], candidates[second]);
-    if backends[b].runtime.in_flight() < backends[a].runtime.in_flight() {
-        b
-    } else {
-        a
+    let mut found = [usize::MAX; 2];
+    let mut count = 0;
+    let mut state = random;
+    for _ in 0..8 {
+        state = mix(state.wrapping_add(0x9E37_79B9_7F4A_7C15));
+        let i = (state % n as u64) as usize;
+        if eligible(i) && !found[..count].contains(&i) {
+            found[count] = i;
+            count += 1;
+            if count == 2 {
+                break;
+            }
+        }
     }
-}
-
-/// Highest-random-weight hashing of the stale value over the candidates,
-/// keyed by their cookie values (stable across replicas and restarts).
-fn rendezvous(stale: &str, candidates: &[usize], view: &crate::snapshot::RouteView) -> usize {
-    let score = |i: usize| {
-        let mut h = std::hash::DefaultHasher::new();
-        stale.hash(&mut h);
-        view.pins[i].hash(&mut h);
-        h.finish()
-    };
-    candidates
-        .iter()
-        .copied()
-        .max_by_key(|&i| score(i))
-        .unwrap_or(candidates[0])
+    if count < 2 {
+        let candidates: Vec<usize> = (0..n).filter(|&i| eligible(i)).collect();
+        match candidates.len() {
+            0 => return None,
+            1 => return Some(candidates[0]),
+            len => {
+                let first = (random % len as u64) as usize;
+                let second = (first + 1 + (mix(random) % (len as u64 - 1)) as usize) % len;
+                found = [candidates[first], candidates[second]];
+            }
+        }
+    }
+    let [a, b] = found;
+    Some(
+        if backends[b].runtime.in_flight() < backends[a].runtime.in_flight() {
+            b
+        } else {
+            a
+        },
+    )
 }
 
 #[cfg(test)]

@@ -66,7 +66,12 @@ pub fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
         threads: config.server.threads,
         grace_period_seconds: Some(config.server.grace_period.as_secs().max(1)),
         graceful_shutdown_timeout_seconds: Some(5),
-        max_retries: config.routes.iter().map(|r| r.connect_tries).max().unwrap_or(1),
+        max_retries: config
+            .routes
+            .iter()
+            .map(|r| r.connect_tries)
+            .max()
+            .unwrap_or(1),
         upgrade_sock: config.server.upgrade_sock.to_string_lossy().into_owned(),
         pid_file: config.server.pid_file.to_string_lossy().into_owned(),
         ..ServerConf::default()

@@ -17,6 +17,28 @@ pub struct RouteView {
     pub by_pin: HashMap<Arc<str>, usize>,
     /// Backend index → its cookie value.
     pub pins: Vec<Arc<str>>,
+    /// Backend index → a 64-bit hash of its cookie value, for rendezvous.
+    pub pin_hashes: Vec<u64>,
+}
+
+/// A stable 64-bit hash (FNV-1a then a splitmix finaliser): the same on every
+/// replica and every release, unlike `std`'s `DefaultHasher`.
+pub fn stable_hash(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    mix(h)
+}
+
+/// splitmix64's finaliser: spreads every input bit over the output.
+pub fn mix(mut x: u64) -> u64 {
+    x ^= x >> 30;
+    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x ^= x >> 27;
+    x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
 }
 
 /// Everything a routing decision reads.
@@ -78,9 +100,11 @@ impl Snapshot {
                     .enumerate()
                     .map(|(i, v)| (v.clone(), i))
                     .collect();
+                let pin_hashes = values.iter().map(|v| stable_hash(v.as_bytes())).collect();
                 RouteView {
                     by_pin,
                     pins: values,
+                    pin_hashes,
                 }
             })
             .collect();
