@@ -8,6 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
+use pinroute_tests::client::{routeid, served_by};
 use pinroute_tests::{http_client, wait_until, BackendProcess, ProxyProcess};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -40,34 +41,10 @@ async fn proxy(backends: &[BackendProcess], extra: &str) -> ProxyProcess {
     .expect("proxy starts")
 }
 
-/// The SKYPILOT_ROUTEID value a response sets, if any.
-fn routeid(response: &reqwest::Response) -> Option<String> {
-    response
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find_map(|v| {
-            v.strip_prefix("SKYPILOT_ROUTEID=")
-                .map(|rest| rest.split(';').next().unwrap_or("").to_string())
-        })
-}
-
-fn served_by(response: &reqwest::Response) -> String {
-    response
-        .headers()
-        .get("x-demo-backend")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("?")
-        .to_string()
-}
-
 async fn get(proxy: &ProxyProcess, path: &str, cookie: Option<&str>) -> reqwest::Response {
-    let mut req = http_client().get(proxy.url(path));
-    if let Some(c) = cookie {
-        req = req.header("cookie", format!("SKYPILOT_ROUTEID={c}"));
-    }
-    req.send().await.expect("request completes")
+    pinroute_tests::client::get(proxy.addr, path, cookie)
+        .await
+        .expect("request completes")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

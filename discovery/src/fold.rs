@@ -47,9 +47,20 @@ pub struct BackendEntry {
     pub runtime: Arc<BackendRuntime>,
     /// When it became Gone.
     pub gone_at: Option<Instant>,
+    /// When the source started calling it Draining (cordon, terminating).
+    pub draining_since: Option<Instant>,
 }
 
 impl BackendEntry {
+    /// How long it has been draining (source or operator), if it is.
+    pub fn draining_for(&self, now: Instant) -> Option<Duration> {
+        let since = match (self.draining_since, self.runtime.operator_drained_since()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        since.map(|at| now.saturating_duration_since(at))
+    }
+
     /// The state the router acts on at `now`.
     pub fn state(&self, now: Instant) -> BackendState {
         match self.discovered.lifecycle {
@@ -137,6 +148,7 @@ pub fn apply(table: &RoutingTable, event: DiscoveryEvent, now: Instant) -> Routi
 
 fn upsert(route: &mut RouteBackends, backend: DiscoveredBackend, now: Instant) {
     let gone = backend.lifecycle == Lifecycle::Gone;
+    let draining = backend.lifecycle == Lifecycle::Draining;
     match route
         .backends
         .iter_mut()
@@ -148,12 +160,18 @@ fn upsert(route: &mut RouteBackends, backend: DiscoveredBackend, now: Instant) {
             } else {
                 None
             };
+            entry.draining_since = if draining {
+                entry.draining_since.or(Some(now))
+            } else {
+                None
+            };
             entry.discovered = backend;
         }
         None => route.backends.push(BackendEntry {
             discovered: backend,
             runtime: Arc::new(BackendRuntime::default()),
             gone_at: gone.then_some(now),
+            draining_since: draining.then_some(now),
         }),
     }
 }
@@ -257,6 +275,41 @@ mod tests {
             .map(|e| e.discovered.identity.to_string())
             .collect();
         assert_eq!(ids, vec!["b", "c"]);
+    }
+
+    #[test]
+    fn draining_since_is_kept_across_updates_and_reset_by_uncordon() {
+        let t0 = Instant::now();
+        let later = t0 + Duration::from_secs(5);
+        let t = apply(
+            &RoutingTable::empty(1),
+            DiscoveryEvent::Upsert {
+                route: 0,
+                backend: backend("a", Lifecycle::Draining),
+            },
+            t0,
+        );
+        let t = apply(
+            &t,
+            DiscoveryEvent::Upsert {
+                route: 0,
+                backend: backend("a", Lifecycle::Draining),
+            },
+            later,
+        );
+        assert_eq!(
+            t.routes[0].backends[0].draining_for(later),
+            Some(Duration::from_secs(5))
+        );
+        let t = apply(
+            &t,
+            DiscoveryEvent::Upsert {
+                route: 0,
+                backend: backend("a", Lifecycle::Ready),
+            },
+            later,
+        );
+        assert_eq!(t.routes[0].backends[0].draining_for(later), None);
     }
 
     #[test]

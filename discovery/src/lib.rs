@@ -11,6 +11,7 @@
 mod backend;
 mod error;
 mod fold;
+mod kube_source;
 mod publisher;
 mod runtime;
 mod static_source;
@@ -18,6 +19,7 @@ mod static_source;
 pub use backend::{BackendState, DiscoveredBackend, Lifecycle};
 pub use error::DiscoveryError;
 pub use fold::{apply, BackendEntry, DiscoveryEvent, RouteBackends, RoutingTable};
+pub use kube_source::{infer_client, pod_to_backend, ErrorHook, KubeSource};
 pub use publisher::{Publisher, TableListener};
 pub use runtime::{BackendRuntime, InFlightGuard, PassiveHealth};
 pub use static_source::static_backends;

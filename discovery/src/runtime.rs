@@ -118,6 +118,13 @@ impl BackendRuntime {
     /// Operator drain (admin API).
     pub fn set_operator_drain(&self, drained: bool) {
         self.operator_drain.store(drained, Ordering::Relaxed);
+        if let Ok(mut since) = self.draining_since.lock() {
+            *since = match (drained, *since) {
+                (true, None) => Some(Instant::now()),
+                (true, kept) => kept,
+                (false, _) => None,
+            };
+        }
     }
 
     /// Whether an operator drained it.
@@ -168,21 +175,8 @@ impl BackendRuntime {
         }
     }
 
-    /// Remembers when draining began (first call wins; `None` resets).
-    pub fn note_draining(&self, draining: bool, now: Instant) -> Option<Instant> {
-        let Ok(mut since) = self.draining_since.lock() else {
-            return None;
-        };
-        match (draining, *since) {
-            (true, None) => *since = Some(now),
-            (false, Some(_)) => *since = None,
-            _ => {}
-        }
-        *since
-    }
-
-    /// When draining began, if it is draining.
-    pub fn draining_since(&self) -> Option<Instant> {
+    /// When an operator drained it, if drained.
+    pub fn operator_drained_since(&self) -> Option<Instant> {
         self.draining_since.lock().ok().and_then(|s| *s)
     }
 

@@ -12,6 +12,7 @@
 pub mod admin;
 pub mod cookie;
 pub mod demo;
+pub mod discovery_service;
 pub mod forwarded;
 pub mod health;
 pub mod metrics;

@@ -102,11 +102,16 @@ pub fn route(facts: &RequestFacts<'_>, snapshot: &Snapshot, now: Instant) -> Dec
         return Decision::Unavailable;
     };
     let usable = |i: usize| !facts.exclude.contains(&i);
+    let drain_timeout = snapshot
+        .config
+        .routes
+        .get(facts.route)
+        .and_then(|r| r.drain_timeout);
 
     let stale = match facts.pin {
         ClientPin::Authentic(value) => {
             if let Some(&i) = view.by_pin.get(value) {
-                if usable(i) && table.backends[i].state(now).serves_pinned() {
+                if usable(i) && serves_pinned(&table.backends[i], drain_timeout, now) {
                     return forward(facts.route, i, PinOutcome::Pinned);
                 }
             }
@@ -151,6 +156,23 @@ pub fn route(facts: &RequestFacts<'_>, snapshot: &Snapshot, now: Instant) -> Dec
                 PinOutcome::New
             },
         ),
+    }
+}
+
+/// Ready, or Draining for less than the route's `drain_timeout`: after it,
+/// pinned clients move on their next request (open streams still run on).
+fn serves_pinned(
+    entry: &BackendEntry,
+    drain_timeout: Option<std::time::Duration>,
+    now: Instant,
+) -> bool {
+    match entry.state(now) {
+        BackendState::Ready => true,
+        BackendState::Draining => match (drain_timeout, entry.draining_for(now)) {
+            (Some(limit), Some(elapsed)) => elapsed < limit,
+            _ => true,
+        },
+        BackendState::Down | BackendState::Gone => false,
     }
 }
 

@@ -15,6 +15,7 @@ use pinroute_discovery::{static_backends, DiscoveryEvent};
 
 use crate::admin::AdminApp;
 use crate::cookie::PinKey;
+use crate::discovery_service::KubeDiscovery;
 use crate::health::HealthChecker;
 use crate::metrics::Metrics;
 use crate::service::Pinroute;
@@ -48,10 +49,8 @@ pub fn build_state(config: Arc<Config>) -> anyhow::Result<Arc<Shared>> {
                 route,
                 backends: static_backends(list),
             }),
-            BackendSource::Kubernetes(_) => anyhow::bail!(
-                "{}: route[{route}] uses [route.kubernetes], which this build does not support yet",
-                config.origin.display()
-            ),
+            // Listed by the pod watch once the server runs (see KubeDiscovery).
+            BackendSource::Kubernetes(_) => {}
         }
     }
     Ok(shared)
@@ -96,6 +95,9 @@ pub fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
         let mut service = Service::new("pinroute admin".to_string(), AdminApp::new(shared.clone()));
         service.add_tcp(&admin.to_string());
         server.add_service(service);
+    }
+    if let Some(kube) = KubeDiscovery::for_config(shared.clone()) {
+        server.add_service(background_service("kubernetes discovery", kube));
     }
     server.add_service(background_service(
         "health checks",

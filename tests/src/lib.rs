@@ -3,6 +3,7 @@
 //! Kubernetes API server speaking the real list/watch protocol, and HTTP
 //! helpers. Every wait has a deadline; every process is killed on drop.
 
+pub mod client;
 pub mod fake_kube;
 pub mod process;
 

@@ -166,6 +166,22 @@ impl ProxyProcess {
         body: &str,
         env: &[(&str, &str)],
     ) -> anyhow::Result<ProxyProcess> {
+        let mut proxy = Self::spawn(bin, server_extra, body, env)?;
+        if !proxy.wait_ready(Duration::from_secs(15)).await {
+            let log = proxy.log();
+            proxy.kill();
+            bail!("proxy not ready within 15 s; log:\n{log}");
+        }
+        Ok(proxy)
+    }
+
+    /// Starts the proxy without waiting for `/readyz`.
+    pub fn spawn(
+        bin: &Path,
+        server_extra: &str,
+        body: &str,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<ProxyProcess> {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
         let id = unique("proxy");
@@ -191,33 +207,28 @@ impl ProxyProcess {
         let child = cmd
             .spawn()
             .with_context(|| format!("spawning {}", bin.display()))?;
-        let mut proxy = ProxyProcess {
+        Ok(ProxyProcess {
             addr,
             admin,
             config_path,
             log_path,
             child,
-        };
-        let client = http_client();
-        let url = proxy.admin_url("/readyz");
-        let ready = wait_until(Duration::from_secs(15), || {
-            let (client, url) = (client.clone(), url.clone());
-            async move {
-                client
-                    .get(url)
-                    .send()
-                    .await
-                    .map(|r| r.status().is_success())
-                    .unwrap_or(false)
-            }
         })
-        .await;
-        if !ready {
-            let log = proxy.log();
-            proxy.kill();
-            bail!("proxy not ready within 15 s; log:\n{log}");
-        }
-        Ok(proxy)
+    }
+
+    /// Whether `/readyz` answers 200 right now.
+    pub async fn is_ready(&self) -> bool {
+        http_client()
+            .get(self.admin_url("/readyz"))
+            .send()
+            .await
+            .map(|r| r.status().is_success())
+            .unwrap_or(false)
+    }
+
+    /// Waits up to `deadline` for `/readyz` to answer 200.
+    pub async fn wait_ready(&self, deadline: Duration) -> bool {
+        wait_until(deadline, || self.is_ready()).await
     }
 
     /// `http://addr{path}`.

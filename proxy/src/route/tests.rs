@@ -260,3 +260,33 @@ fn empty_route_is_unavailable() {
         Decision::Unavailable
     );
 }
+
+#[test]
+fn drain_timeout_repins_pinned_clients_after_it() {
+    let (snap, _) = snapshot(
+        config("drain_timeout = \"1s\""),
+        vec![
+            backend("a", Lifecycle::Ready),
+            backend("b", Lifecycle::Draining),
+        ],
+    );
+    let pin_b = snap.views[0].pins[1].clone();
+    let now = Instant::now();
+    assert!(matches!(
+        route(&facts(ClientPin::Authentic(&pin_b), 0), &snap, now),
+        Decision::Forward(Forward {
+            backend: 1,
+            pin: PinOutcome::Pinned,
+            ..
+        })
+    ));
+    let later = now + std::time::Duration::from_secs(2);
+    assert_eq!(
+        route(&facts(ClientPin::Authentic(&pin_b), 0), &snap, later),
+        Decision::Forward(Forward {
+            route: 0,
+            backend: 0,
+            pin: PinOutcome::Repinned
+        })
+    );
+}
