@@ -19,10 +19,7 @@ fn bin() -> &'static Path {
 }
 
 fn backends(names: &[&str]) -> Vec<BackendProcess> {
-    names
-        .iter()
-        .map(|n| BackendProcess::spawn(bin(), n, "127.0.0.1:0", true).expect("backend starts"))
-        .collect()
+    names.iter().map(|n| BackendProcess::spawn(bin(), n, "127.0.0.1:0", true).expect("backend starts")).collect()
 }
 
 fn route(backends: &[BackendProcess], extra: &str) -> String {
@@ -42,9 +39,7 @@ async fn proxy(backends: &[BackendProcess], extra: &str) -> ProxyProcess {
 }
 
 async fn get(proxy: &ProxyProcess, path: &str, cookie: Option<&str>) -> reqwest::Response {
-    pinroute_tests::client::get(proxy.addr, path, cookie)
-        .await
-        .expect("request completes")
+    pinroute_tests::client::get(proxy.addr, path, cookie).await.expect("request completes")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -55,26 +50,11 @@ async fn cookie_pins_a_client_for_100_requests() {
     assert_eq!(first.status(), 200);
     let cookie = routeid(&first).expect("a new client gets a cookie");
     let set_cookie = first.headers()["set-cookie"].to_str().unwrap().to_string();
-    assert!(
-        set_cookie.contains("Max-Age=604800"),
-        "the sky CLI drops cookies without an expiry: {set_cookie}"
-    );
-    assert!(
-        set_cookie.contains("Path=/") && set_cookie.contains("HttpOnly"),
-        "{set_cookie}"
-    );
+    assert!(set_cookie.contains("Max-Age=604800"), "the sky CLI drops cookies without an expiry: {set_cookie}");
+    assert!(set_cookie.contains("Path=/") && set_cookie.contains("HttpOnly"), "{set_cookie}");
     let home = served_by(&first);
     for i in 0..100 {
-        let r = get(
-            &p,
-            if i % 2 == 0 {
-                "/api/health"
-            } else {
-                "/api/get?request_id=x"
-            },
-            Some(&cookie),
-        )
-        .await;
+        let r = get(&p, if i % 2 == 0 { "/api/health" } else { "/debug/request" }, Some(&cookie)).await;
         assert_eq!(r.status(), 200);
         assert_eq!(served_by(&r), home, "request {i} left its backend");
         assert_eq!(routeid(&r), None, "no Set-Cookie while the pin holds");
@@ -91,11 +71,7 @@ async fn new_clients_spread_over_three_backends() {
         assert!(routeid(&r).is_some());
         *seen.entry(served_by(&r)).or_default() += 1;
     }
-    assert_eq!(
-        seen.len(),
-        3,
-        "all three backends take new clients: {seen:?}"
-    );
+    assert_eq!(seen.len(), 3, "all three backends take new clients: {seen:?}");
     assert!(seen.values().all(|&n| n >= 5), "spread {seen:?}");
 }
 
@@ -133,7 +109,7 @@ async fn stopped_backend_repins_its_clients_without_failures() {
     let mut new_cookies = Vec::new();
     let mut landed = Vec::new();
     for _ in 0..50 {
-        let r = get(&p, "/api/get?request_id=abc", Some(&cookie)).await;
+        let r = get(&p, "/debug/request", Some(&cookie)).await;
         if r.status() != 200 {
             failed += 1;
         }
@@ -142,21 +118,11 @@ async fn stopped_backend_repins_its_clients_without_failures() {
         }
         landed.push(served_by(&r));
     }
-    assert_eq!(
-        failed, 0,
-        "idempotent GETs never fail when their backend dies"
-    );
-    assert!(
-        !new_cookies.is_empty() && new_cookies.iter().all(|c| *c != cookie),
-        "re-pinned clients get a new cookie"
-    );
+    assert_eq!(failed, 0, "idempotent GETs never fail when their backend dies");
+    assert!(!new_cookies.is_empty() && new_cookies.iter().all(|c| *c != cookie), "re-pinned clients get a new cookie");
     assert!(landed.iter().all(|n| *n != home));
     let unique: std::collections::HashSet<_> = landed.iter().collect();
-    assert_eq!(
-        unique.len(),
-        1,
-        "a stale cookie re-pins deterministically: {unique:?}"
-    );
+    assert_eq!(unique.len(), 1, "a stale cookie re-pins deterministically: {unique:?}");
     // With the new cookie the client stays on its new home.
     let r = get(&p, "/api/health", Some(&new_cookies[0])).await;
     assert_eq!(served_by(&r), *landed[0]);
@@ -179,13 +145,7 @@ async fn post_is_not_replayed_after_it_reached_a_dying_backend() {
         .unwrap();
     assert_eq!(r.status(), 502, "the client learns the request failed");
     let body: serde_json::Value = r.json().await.unwrap();
-    assert!(
-        body["detail"]
-            .as_str()
-            .unwrap_or("")
-            .contains("Bad gateway"),
-        "{body}"
-    );
+    assert!(body["detail"].as_str().unwrap_or("").contains("Bad gateway"), "{body}");
     let (mut dead, alive): (Vec<_>, Vec<_>) = b.iter_mut().partition(|x| x.name == home);
     assert!(
         wait_until(Duration::from_secs(5), || {
@@ -194,11 +154,7 @@ async fn post_is_not_replayed_after_it_reached_a_dying_backend() {
         })
         .await
     );
-    assert_eq!(
-        alive[0].count("POST /crash").await.unwrap(),
-        0,
-        "a POST must never run twice"
-    );
+    assert_eq!(alive[0].count("POST /crash").await.unwrap(), 0, "a POST must never run twice");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -221,10 +177,7 @@ async fn stream_chunks_arrive_as_they_are_sent() {
     // Counted, not timed: the stream takes 3 intervals (1.2 s) to end, and
     // the first line must not have waited for them.
     assert!(total >= Duration::from_millis(1200));
-    assert!(
-        first_at + Duration::from_millis(800) < total,
-        "first chunk at {first_at:?}, end at {total:?}: buffered"
-    );
+    assert!(first_at + Duration::from_millis(800) < total, "first chunk at {first_at:?}, end at {total:?}: buffered");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -235,34 +188,18 @@ async fn websocket_echo_through_the_proxy_is_sticky() {
     let cookie = routeid(&first).unwrap();
     let home = served_by(&first);
     for path in ["/kubernetes-pod-ssh-proxy", "/ssh-interactive-auth"] {
-        let mut request =
-            tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
-                format!("ws://{}{path}", p.addr),
-            )
-            .unwrap();
-        request.headers_mut().insert(
-            "cookie",
-            format!("SKYPILOT_ROUTEID={cookie}").parse().unwrap(),
-        );
-        let (mut ws, response) = tokio_tungstenite::connect_async(request)
-            .await
-            .expect("upgrade through the proxy");
+        let mut request = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
+            "ws://{}{path}",
+            p.addr
+        ))
+        .unwrap();
+        request.headers_mut().insert("cookie", format!("SKYPILOT_ROUTEID={cookie}").parse().unwrap());
+        let (mut ws, response) = tokio_tungstenite::connect_async(request).await.expect("upgrade through the proxy");
         assert_eq!(response.status(), 101);
         for i in 0..3 {
-            ws.send(tokio_tungstenite::tungstenite::Message::Text(
-                format!("hello {i}").into(),
-            ))
-            .await
-            .unwrap();
-            let reply = tokio::time::timeout(Duration::from_secs(5), ws.next())
-                .await
-                .unwrap()
-                .unwrap()
-                .unwrap();
-            assert_eq!(
-                reply.into_text().unwrap().as_str(),
-                format!("{home}: hello {i}")
-            );
+            ws.send(tokio_tungstenite::tungstenite::Message::Text(format!("hello {i}").into())).await.unwrap();
+            let reply = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap();
+            assert_eq!(reply.into_text().unwrap().as_str(), format!("{home}: hello {i}"));
         }
         ws.close(None).await.ok();
     }
@@ -271,13 +208,9 @@ async fn websocket_echo_through_the_proxy_is_sticky() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_backend_gives_json_503_with_retry_after() {
     // Two addresses nothing listens on.
-    let dead: Vec<String> = (0..2)
-        .map(|_| format!("\"127.0.0.1:{}\"", pinroute_tests::free_port()))
-        .collect();
-    let body = format!(
-        "[[route]]\nprefix = \"/\"\nbackends = [{}]\n[route.health_check]\nenabled = false\n",
-        dead.join(", ")
-    );
+    let dead: Vec<String> = (0..2).map(|_| format!("\"127.0.0.1:{}\"", pinroute_tests::free_port())).collect();
+    let body =
+        format!("[[route]]\nprefix = \"/\"\nbackends = [{}]\n[route.health_check]\nenabled = false\n", dead.join(", "));
     let p = ProxyProcess::start(bin(), "", &body).await.unwrap();
     for _ in 0..3 {
         let r = get(&p, "/api/health", None).await;
@@ -285,10 +218,7 @@ async fn no_backend_gives_json_503_with_retry_after() {
         assert_eq!(r.headers()["content-type"], "application/json");
         assert!(r.headers().get("retry-after").is_some());
         let v: serde_json::Value = r.json().await.unwrap();
-        assert!(
-            v["detail"].as_str().unwrap().contains("No API server"),
-            "{v}"
-        );
+        assert!(v["detail"].as_str().unwrap().contains("No API server"), "{v}");
     }
 }
 
@@ -312,10 +242,7 @@ async fn forwarding_headers_reach_the_backend() {
     assert_eq!(h["x-forwarded-proto"], "http");
     assert_eq!(h["x-forwarded-host"], "sky.example.com");
     assert_eq!(h["host"], "sky.example.com", "Host is preserved");
-    assert!(
-        h.get("x-auth-request-email").is_none(),
-        "identity headers are stripped: {h}"
-    );
+    assert!(h.get("x-auth-request-email").is_none(), "identity headers are stripped: {h}");
     assert!(h.get("x-skypilot-auth-mode").is_none());
 }
 
@@ -323,37 +250,19 @@ async fn forwarding_headers_reach_the_backend() {
 async fn oversized_bodies_get_413() {
     let b = backends(&["a"]);
     let p = proxy(&b, "max_body = \"1KiB\"").await;
-    let ok = http_client()
-        .post(p.url("/upload"))
-        .body(vec![b'x'; 1000])
-        .send()
-        .await
-        .unwrap();
+    let ok = http_client().post(p.url("/upload-small")).body(vec![b'x'; 1000]).send().await.unwrap();
     assert_eq!(ok.status(), 200);
-    let declared = http_client()
-        .post(p.url("/upload"))
-        .body(vec![b'x'; 5000])
-        .send()
-        .await
-        .unwrap();
+    let declared = http_client().post(p.url("/upload-declared")).body(vec![b'x'; 5000]).send().await.unwrap();
     assert_eq!(declared.status(), 413);
     // Chunked, no Content-Length: counted as it streams.
     let chunks = futures::stream::iter((0..10).map(|_| Ok::<_, std::io::Error>(vec![b'y'; 512])));
-    let streamed = http_client()
-        .post(p.url("/upload"))
-        .body(reqwest::Body::wrap_stream(chunks))
-        .send()
-        .await;
+    let streamed = http_client().post(p.url("/upload")).body(reqwest::Body::wrap_stream(chunks)).send().await;
     match streamed {
         Ok(r) => assert_eq!(r.status(), 413),
         Err(e) => panic!("expected a 413, got {e}"),
     }
     assert_eq!(b[0].count("POST /upload-small").await.unwrap(), 1);
-    assert_eq!(
-        b[0].count("POST /upload-declared").await.unwrap(),
-        0,
-        "a declared oversize never reaches the backend"
-    );
+    assert_eq!(b[0].count("POST /upload-declared").await.unwrap(), 0, "a declared oversize never reaches the backend");
 }
 
 /// Sends raw bytes, returns everything read until the peer closes or 3 s pass.
@@ -371,29 +280,13 @@ async fn malformed_and_smuggling_requests_are_rejected() {
     let p = proxy(&b, "").await;
     let smuggle = b"POST /launch HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nPOST /smuggled HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n";
     let answer = raw_exchange(p.addr, smuggle).await;
-    assert!(
-        answer.starts_with("HTTP/1.1 400"),
-        "CL+TE must be refused: {answer:?}"
-    );
+    assert!(answer.starts_with("HTTP/1.1 400"), "CL+TE must be refused: {answer:?}");
     let bad_line = raw_exchange(p.addr, b"GARBAGE\r\n\r\n").await;
-    assert!(
-        bad_line.is_empty() || bad_line.starts_with("HTTP/1.1 400"),
-        "{bad_line:?}"
-    );
-    let huge = format!(
-        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
-        "a".repeat(200_000)
-    );
+    assert!(bad_line.is_empty() || bad_line.starts_with("HTTP/1.1 400"), "{bad_line:?}");
+    let huge = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(200_000));
     let answer = raw_exchange(p.addr, huge.as_bytes()).await;
-    assert!(
-        answer.is_empty() || answer.starts_with("HTTP/1.1 4"),
-        "oversized headers: {answer:.80?}"
-    );
-    assert_eq!(
-        b[0].count("POST /smuggled").await.unwrap(),
-        0,
-        "nothing smuggled reached the backend"
-    );
+    assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 4"), "oversized headers: {answer:.80?}");
+    assert_eq!(b[0].count("POST /smuggled").await.unwrap(), 0, "nothing smuggled reached the backend");
     // The proxy is still serving.
     assert_eq!(get(&p, "/api/health", None).await.status(), 200);
 }
@@ -406,14 +299,8 @@ async fn admin_and_metrics_reflect_traffic() {
         let r = get(&p, "/api/health", None).await;
         assert_eq!(r.status(), 200);
     }
-    let rows: Vec<serde_json::Value> = http_client()
-        .get(p.admin_url("/admin/backends"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let rows: Vec<serde_json::Value> =
+        http_client().get(p.admin_url("/admin/backends")).send().await.unwrap().json().await.unwrap();
     assert_eq!(rows.len(), 2);
     for row in &rows {
         assert_eq!(row["state"], "ready");
@@ -422,24 +309,14 @@ async fn admin_and_metrics_reflect_traffic() {
             assert!(row.get(key).is_some(), "{key} missing in {row}");
         }
     }
-    let metrics = http_client()
-        .get(p.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = http_client().get(p.admin_url("/metrics")).send().await.unwrap().text().await.unwrap();
     let total: u64 = metrics
         .lines()
         .filter(|l| l.starts_with("pinroute_requests_total{") && l.contains("code=\"200\""))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum();
     assert!(total >= 7, "requests counted: {total}\n{metrics}");
-    assert!(
-        metrics.contains("pinroute_cookies_issued_total{reason=\"new\"} 7"),
-        "{metrics}"
-    );
+    assert!(metrics.contains("pinroute_cookies_issued_total{reason=\"new\"} 7"), "{metrics}");
     for name in [
         "pinroute_request_duration_seconds_bucket",
         "pinroute_inflight_requests",
@@ -449,24 +326,8 @@ async fn admin_and_metrics_reflect_traffic() {
     ] {
         assert!(metrics.contains(name), "{name} missing");
     }
-    assert_eq!(
-        http_client()
-            .get(p.admin_url("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    assert_eq!(
-        http_client()
-            .get(p.admin_url("/nope"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        404
-    );
+    assert_eq!(http_client().get(p.admin_url("/healthz")).send().await.unwrap().status(), 200);
+    assert_eq!(http_client().get(p.admin_url("/nope")).send().await.unwrap().status(), 404);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -478,69 +339,32 @@ async fn drain_wait_returns_when_the_last_stream_ends() {
     let home = served_by(&first);
     let id = b.iter().find(|x| x.name == home).unwrap().addr.to_string();
     let stream = get(&p, "/api/stream?lines=6&interval_ms=300", Some(&cookie)).await;
-    let drain = http_client()
-        .post(p.admin_url(&format!("/admin/drain?backend={id}")))
-        .send()
-        .await
-        .unwrap();
+    let drain = http_client().post(p.admin_url(&format!("/admin/drain?backend={id}"))).send().await.unwrap();
     assert_eq!(drain.status(), 200);
     // Draining: new clients avoid it, the pinned client still reaches it.
     for _ in 0..10 {
         assert_ne!(served_by(&get(&p, "/api/health", None).await), home);
     }
-    assert_eq!(
-        served_by(&get(&p, "/api/health", Some(&cookie)).await),
-        home
-    );
-    let short = http_client()
-        .get(p.admin_url(&format!("/admin/drain-wait?backend={id}&timeout=200ms")))
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(served_by(&get(&p, "/api/health", Some(&cookie)).await), home);
+    let short =
+        http_client().get(p.admin_url(&format!("/admin/drain-wait?backend={id}&timeout=200ms"))).send().await.unwrap();
     assert_eq!(short.status(), 408, "the stream is still open");
     let waiter = tokio::spawn({
         let url = p.admin_url(&format!("/admin/drain-wait?backend={id}&timeout=20s"));
-        async move {
-            http_client()
-                .get(url)
-                .send()
-                .await
-                .map(|r| r.status().as_u16())
-        }
+        async move { http_client().get(url).send().await.map(|r| r.status().as_u16()) }
     });
     let body = stream.text().await.unwrap();
-    assert!(
-        body.contains("line=5"),
-        "the stream ran to its end on the draining backend"
-    );
-    let status = tokio::time::timeout(Duration::from_secs(10), waiter)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    assert!(body.contains("line=5"), "the stream ran to its end on the draining backend");
+    let status = tokio::time::timeout(Duration::from_secs(10), waiter).await.unwrap().unwrap().unwrap();
     assert_eq!(status, 200);
-    let rows: Vec<serde_json::Value> = http_client()
-        .get(p.admin_url("/admin/backends"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let rows: Vec<serde_json::Value> =
+        http_client().get(p.admin_url("/admin/backends")).send().await.unwrap().json().await.unwrap();
     let row = rows.iter().find(|r| r["id"] == id.as_str()).unwrap();
     assert_eq!(row["state"], "draining");
     assert_eq!(row["in_flight"], 0);
-    let undrain = http_client()
-        .post(p.admin_url(&format!("/admin/undrain?backend={id}")))
-        .send()
-        .await
-        .unwrap();
+    let undrain = http_client().post(p.admin_url(&format!("/admin/undrain?backend={id}"))).send().await.unwrap();
     assert_eq!(undrain.status(), 200);
-    let unknown = http_client()
-        .post(p.admin_url("/admin/drain?backend=nope:1"))
-        .send()
-        .await
-        .unwrap();
+    let unknown = http_client().post(p.admin_url("/admin/drain?backend=nope:1")).send().await.unwrap();
     assert_eq!(unknown.status(), 404);
 }
 
@@ -551,10 +375,7 @@ async fn sigterm_lets_a_stream_finish_then_exits_promptly() {
     let stream = get(&p, "/api/stream?lines=5&interval_ms=200", None).await;
     p.signal("TERM").unwrap();
     let body = stream.text().await.unwrap();
-    assert!(
-        body.contains("line=4"),
-        "the in-flight stream finished: {body}"
-    );
+    assert!(body.contains("line=4"), "the in-flight stream finished: {body}");
     // grace_period is 10 s in the kit; the proxy exits once idle, well before.
     let code = p.wait_exit(Duration::from_secs(8)).await;
     assert_eq!(code, Some(0), "log:\n{}", p.log());
@@ -565,46 +386,18 @@ fn check_names_file_key_and_fix() {
     let dir = std::env::temp_dir().join(format!("pinroute-check-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let bad = dir.join("bad.toml");
-    std::fs::write(
-        &bad,
-        "[server]\ngrace_period = \"forever\"\n[[route]]\nbackends = [\"127.0.0.1:1\"]\n",
-    )
-    .unwrap();
-    let out = std::process::Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(&bad)
-        .output()
-        .unwrap();
+    std::fs::write(&bad, "[server]\ngrace_period = \"forever\"\n[[route]]\nbackends = [\"127.0.0.1:1\"]\n").unwrap();
+    let out = std::process::Command::new(BIN).args(["check", "--config"]).arg(&bad).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("bad.toml") && err.contains("server.grace_period") && err.contains("\"30s\""),
-        "{err}"
-    );
+    assert!(err.contains("bad.toml") && err.contains("server.grace_period") && err.contains("\"30s\""), "{err}");
     let good = dir.join("good.toml");
     std::fs::write(&good, "[[route]]\nbackends = [\"127.0.0.1:1\"]\n").unwrap();
-    let out = std::process::Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(&good)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = std::process::Command::new(BIN).args(["check", "--config"]).arg(&good).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let unknown = dir.join("unknown.toml");
     std::fs::write(&unknown, "[[route]]\nbackend = [\"127.0.0.1:1\"]\n").unwrap();
-    let out = std::process::Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(&unknown)
-        .output()
-        .unwrap();
+    let out = std::process::Command::new(BIN).args(["check", "--config"]).arg(&unknown).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success()
-            && err.contains("unknown field `backend`")
-            && err.contains("unknown.toml"),
-        "{err}"
-    );
+    assert!(!out.status.success() && err.contains("unknown field `backend`") && err.contains("unknown.toml"), "{err}");
 }

@@ -29,22 +29,15 @@ struct Cluster {
 
 impl Cluster {
     async fn new() -> Cluster {
-        Cluster {
-            kube: FakeKube::start().await.unwrap(),
-            port: free_port(),
-            backends: HashMap::new(),
-        }
+        Cluster { kube: FakeKube::start().await.unwrap(), port: free_port(), backends: HashMap::new() }
     }
 
     /// A pod `name` whose backend listens on its own 127.0.0.N.
     fn add_pod(&mut self, name: &str) {
         let ip = format!("127.0.0.{}", NEXT_IP.fetch_add(1, Ordering::Relaxed));
-        let backend =
-            BackendProcess::spawn(Path::new(BIN), name, &format!("{ip}:{}", self.port), false)
-                .unwrap();
+        let backend = BackendProcess::spawn(Path::new(BIN), name, &format!("{ip}:{}", self.port), false).unwrap();
         self.backends.insert(name.to_string(), backend);
-        self.kube
-            .add_pod(FakePod::new(NS, name, &[APP, READY], &ip));
+        self.kube.add_pod(FakePod::new(NS, name, &[APP, READY], &ip));
     }
 
     fn kill(&mut self, name: &str) {
@@ -62,20 +55,13 @@ impl Cluster {
 
     async fn proxy(&self, extra: &str) -> ProxyProcess {
         let kubeconfig = self.kube.kubeconfig_path().to_string_lossy().into_owned();
-        let env = [
-            ("KUBECONFIG", kubeconfig.as_str()),
-            ("PINROUTE_COOKIE_KEY", "kube-test-key-0123456789"),
-        ];
-        ProxyProcess::start_with_env(Path::new(BIN), "", &self.route(extra), &env)
-            .await
-            .unwrap()
+        let env = [("KUBECONFIG", kubeconfig.as_str()), ("PINROUTE_COOKIE_KEY", "kube-test-key-0123456789")];
+        ProxyProcess::start_with_env(Path::new(BIN), "", &self.route(extra), &env).await.unwrap()
     }
 }
 
 async fn get(p: &ProxyProcess, path: &str, cookie: Option<&str>) -> reqwest::Response {
-    pinroute_tests::client::get(p.addr, path, cookie)
-        .await
-        .expect("request completes")
+    pinroute_tests::client::get(p.addr, path, cookie).await.expect("request completes")
 }
 
 /// Waits until the admin table shows `state` for `skypilot/name`; returns how long it took.
@@ -114,15 +100,14 @@ async fn cordon_keeps_streams_and_pinned_clients_then_uncordon_readmits() {
     let changed = Instant::now();
     c.kube.remove_label(NS, &home, READY.0);
     let lag = wait_state(&p, &home, "draining").await;
-    eprintln!("cordon visible in the admin table {lag:?} after the label was removed ({:?} incl. polling)", changed.elapsed());
+    eprintln!(
+        "cordon visible in the admin table {lag:?} after the label was removed ({:?} incl. polling)",
+        changed.elapsed()
+    );
 
     for _ in 0..10 {
-        let r = get(&p, "/api/get?request_id=x", Some(&cookie)).await;
-        assert_eq!(
-            (r.status().as_u16(), served_by(&r)),
-            (200, home.clone()),
-            "pinned clients keep their draining pod"
-        );
+        let r = get(&p, "/debug/request", Some(&cookie)).await;
+        assert_eq!((r.status().as_u16(), served_by(&r)), (200, home.clone()), "pinned clients keep their draining pod");
         assert_eq!(routeid(&r), None);
     }
     let away = other(&["api-1", "api-2"], &home);
@@ -131,11 +116,7 @@ async fn cordon_keeps_streams_and_pinned_clients_then_uncordon_readmits() {
         assert_eq!(served_by(&r), away, "no new client goes to a cordoned pod");
     }
     let body = stream.text().await.unwrap();
-    assert_eq!(
-        body.lines().count(),
-        8,
-        "the stream ran to its natural end: {body}"
-    );
+    assert_eq!(body.lines().count(), 8, "the stream ran to its natural end: {body}");
 
     // Uncordon: the pod takes new clients again, and the cookie is unchanged.
     c.kube.set_labels(NS, &home, &[APP, READY]);
@@ -144,17 +125,10 @@ async fn cordon_keeps_streams_and_pinned_clients_then_uncordon_readmits() {
     for _ in 0..40 {
         seen.insert(served_by(&get(&p, "/api/health", None).await));
     }
-    assert!(
-        seen.contains(&home),
-        "uncordoned pod takes new clients: {seen:?}"
-    );
+    assert!(seen.contains(&home), "uncordoned pod takes new clients: {seen:?}");
     let r = get(&p, "/api/health", Some(&cookie)).await;
     assert_eq!(served_by(&r), home);
-    assert_eq!(
-        routeid(&r),
-        None,
-        "same cookie value across relabels (identity = pod UID)"
-    );
+    assert_eq!(routeid(&r), None, "same cookie value across relabels (identity = pod UID)");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -169,7 +143,7 @@ async fn deleted_pod_repins_with_a_new_cookie_and_no_failures() {
     let mut failed = 0;
     let mut fresh = None;
     for _ in 0..30 {
-        let r = get(&p, "/api/get?request_id=x", Some(&cookie)).await;
+        let r = get(&p, "/debug/request", Some(&cookie)).await;
         failed += usize::from(r.status() != 200);
         assert_ne!(served_by(&r), home);
         fresh = fresh.or(routeid(&r));
@@ -225,32 +199,13 @@ async fn api_server_outage_and_410_leave_routing_unchanged() {
     let r = get(&p, "/api/health", Some(&cookie)).await;
     failed += usize::from(r.status() != 200 || served_by(&r) != home);
     assert!(sent > 20);
-    assert_eq!(
-        failed, 0,
-        "{failed} of {sent} requests failed during the outage"
-    );
-    let metrics = http_client()
-        .get(p.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let errors: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("pinroute_discovery_errors_total "))
-        .unwrap()
-        .parse()
-        .unwrap();
+    assert_eq!(failed, 0, "{failed} of {sent} requests failed during the outage");
+    let metrics = http_client().get(p.admin_url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let errors: f64 =
+        metrics.lines().find_map(|l| l.strip_prefix("pinroute_discovery_errors_total ")).unwrap().parse().unwrap();
     assert!(errors >= 1.0, "outage counted: {errors}");
     assert!(
-        c.kube
-            .request_log()
-            .iter()
-            .filter(|l| l.contains("watch=true"))
-            .count()
-            >= 2,
+        c.kube.request_log().iter().filter(|l| l.contains("watch=true")).count() >= 2,
         "the watch was re-established"
     );
 }
@@ -269,10 +224,7 @@ async fn terminating_pod_drains_with_its_stream_open() {
     for _ in 0..10 {
         assert_eq!(served_by(&get(&p, "/api/health", None).await), away);
     }
-    assert_eq!(
-        served_by(&get(&p, "/api/health", Some(&cookie)).await),
-        home
-    );
+    assert_eq!(served_by(&get(&p, "/api/health", Some(&cookie)).await), home);
     assert_eq!(stream.text().await.unwrap().lines().count(), 6);
 }
 
@@ -282,30 +234,16 @@ async fn readyz_waits_for_the_first_list() {
     c.add_pod("api-1");
     c.kube.set_down(true);
     let kubeconfig = c.kube.kubeconfig_path().to_string_lossy().into_owned();
-    let p = ProxyProcess::spawn(
-        Path::new(BIN),
-        "",
-        &c.route(""),
-        &[("KUBECONFIG", kubeconfig.as_str())],
-    )
-    .unwrap();
+    let p = ProxyProcess::spawn(Path::new(BIN), "", &c.route(""), &[("KUBECONFIG", kubeconfig.as_str())]).unwrap();
     assert!(
         wait_until(Duration::from_secs(10), || async {
-            http_client()
-                .get(p.admin_url("/healthz"))
-                .send()
-                .await
-                .is_ok()
+            http_client().get(p.admin_url("/healthz")).send().await.is_ok()
         })
         .await
     );
     assert!(!p.is_ready().await, "not ready before the first full list");
     c.kube.set_down(false);
-    assert!(
-        p.wait_ready(Duration::from_secs(15)).await,
-        "ready after the list; log:\n{}",
-        p.log()
-    );
+    assert!(p.wait_ready(Duration::from_secs(15)).await, "ready after the list; log:\n{}", p.log());
     assert_eq!(get(&p, "/api/health", None).await.status(), 200);
 }
 
@@ -323,9 +261,7 @@ async fn recreate(hold: &str) -> (usize, usize, Vec<u16>) {
         tokio::spawn(async move {
             let mut statuses = Vec::new();
             for _ in 0..4 {
-                let r = pinroute_tests::client::get(addr, "/api/health", None)
-                    .await
-                    .unwrap();
+                let r = pinroute_tests::client::get(addr, "/api/health", None).await.unwrap();
                 statuses.push(r.status().as_u16());
                 tokio::time::sleep(Duration::from_millis(300)).await;
             }
@@ -343,17 +279,11 @@ async fn recreate(hold: &str) -> (usize, usize, Vec<u16>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recreate_with_hold_for_turns_the_gap_into_a_pause() {
     let (ok, _, statuses) = recreate("hold_for = \"10s\"").await;
-    assert_eq!(
-        ok, 4,
-        "held requests succeed once the new pod is Ready: {statuses:?}"
-    );
+    assert_eq!(ok, 4, "held requests succeed once the new pod is Ready: {statuses:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recreate_without_hold_for_answers_503() {
     let (_, unavailable, statuses) = recreate("").await;
-    assert!(
-        unavailable >= 1,
-        "without hold_for the gap is a 503: {statuses:?}"
-    );
+    assert!(unavailable >= 1, "without hold_for the gap is a 503: {statuses:?}");
 }

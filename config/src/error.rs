@@ -35,15 +35,7 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
-    pub(crate) fn invalid(
-        file: &std::path::Path,
-        key: impl Into<String>,
-        message: impl Into<String>,
-    ) -> Self {
-        ConfigError::Invalid {
-            file: file.to_path_buf(),
-            key: key.into(),
-            message: message.into(),
-        }
+    pub(crate) fn invalid(file: &std::path::Path, key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError::Invalid { file: file.to_path_buf(), key: key.into(), message: message.into() }
     }
 }

@@ -17,7 +17,6 @@ pub use error::ConfigError;
 pub use raw::{raw_server, raw_static_route, RawConfig, RawCookie, RawRoute, RawServer};
 pub use size::parse_size;
 pub use typed::{
-    AllCordoned, BackendSource, Config, CookieKey, CookieSettings, HealthCheck, KeyOrigin,
-    KubernetesSource, LabelRequirement, PortRef, RouteConfig, SameSite, ServerSettings,
-    StaticBackend, Timeouts,
+    AllCordoned, BackendSource, Config, CookieKey, CookieSettings, HealthCheck, KeyOrigin, KubernetesSource,
+    LabelRequirement, PortRef, RouteConfig, SameSite, ServerSettings, StaticBackend, Timeouts,
 };

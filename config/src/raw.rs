@@ -82,6 +82,8 @@ pub struct RawRoute {
     pub hold_max: Option<usize>,
     /// After this long, pinned clients of a draining backend are re-pinned.
     pub drain_timeout: Option<String>,
+    /// Replay a request a draining backend refused with 503 on a Ready one.
+    pub replay_on_draining_503: Option<bool>,
 }
 
 /// `[route.kubernetes]`.
@@ -114,18 +116,10 @@ pub struct RawHealthCheck {
 
 /// `[server]` with listeners and admin set, the rest default (quick mode, demo).
 pub fn raw_server(listen: Vec<String>, admin: Option<String>) -> RawServer {
-    RawServer {
-        listen: Some(listen),
-        admin,
-        ..RawServer::default()
-    }
+    RawServer { listen: Some(listen), admin, ..RawServer::default() }
 }
 
 /// A `[[route]]` over static backends, the rest default (quick mode, demo).
 pub fn raw_static_route(prefix: &str, backends: Vec<String>) -> RawRoute {
-    RawRoute {
-        prefix: Some(prefix.to_string()),
-        backends: Some(backends),
-        ..RawRoute::default()
-    }
+    RawRoute { prefix: Some(prefix.to_string()), backends: Some(backends), ..RawRoute::default() }
 }

@@ -62,12 +62,7 @@ pub struct CookieKey {
 impl std::fmt::Debug for CookieKey {
     // Never print the secret.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "CookieKey({:?}, {} bytes)",
-            self.origin,
-            self.bytes.len()
-        )
+        write!(f, "CookieKey({:?}, {} bytes)", self.origin, self.bytes.len())
     }
 }
 
@@ -169,6 +164,9 @@ pub struct RouteConfig {
     pub hold_max: usize,
     /// After this long, pinned clients of a draining backend are re-pinned.
     pub drain_timeout: Option<Duration>,
+    /// Replay once, on a Ready backend, a non-`/api/` request that a
+    /// draining backend refused unexecuted with 503 (skypilot's shutdown).
+    pub replay_on_draining_503: bool,
 }
 
 /// Key-path–aware conversion helpers bound to one origin file.
@@ -181,29 +179,18 @@ impl Check<'_> {
         ConfigError::invalid(self.file, key, message)
     }
 
-    fn duration(
-        &self,
-        key: &str,
-        value: Option<&String>,
-        default: Duration,
-    ) -> Result<Duration, ConfigError> {
+    fn duration(&self, key: &str, value: Option<&String>, default: Duration) -> Result<Duration, ConfigError> {
         match value {
             None => Ok(default),
             Some(text) => humantime::parse_duration(text.trim()).map_err(|e| {
-                self.err(
-                    key,
-                    format!("expected a duration such as \"30s\" or \"7d\", got {text:?} ({e})"),
-                )
+                self.err(key, format!("expected a duration such as \"30s\" or \"7d\", got {text:?} ({e})"))
             }),
         }
     }
 
     fn socket(&self, key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
         text.parse().map_err(|_| {
-            self.err(
-                key,
-                format!("expected an address \"ip:port\" such as \"0.0.0.0:8080\", got {text:?}"),
-            )
+            self.err(key, format!("expected an address \"ip:port\" such as \"0.0.0.0:8080\", got {text:?}"))
         })
     }
 }
@@ -213,19 +200,13 @@ impl Config {
     /// `PINROUTE_COOKIE_KEY` environment variable (`env_key`) when the file
     /// names no `key_file`.
     pub fn load(path: &Path, env_key: Option<String>) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            file: path.to_path_buf(),
-            source,
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { file: path.to_path_buf(), source })?;
         Config::parse(path, &text, env_key)
     }
 
     /// Validates TOML text that came from `origin`.
-    pub fn parse(
-        origin: &Path,
-        text: &str,
-        env_key: Option<String>,
-    ) -> Result<Config, ConfigError> {
+    pub fn parse(origin: &Path, text: &str, env_key: Option<String>) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
             file: origin.to_path_buf(),
             message: e.to_string().trim_end().replace('\n', "\n  "),
@@ -234,11 +215,7 @@ impl Config {
     }
 
     /// Validates an already-deserialised configuration.
-    pub fn from_raw(
-        origin: &Path,
-        raw: RawConfig,
-        env_key: Option<String>,
-    ) -> Result<Config, ConfigError> {
+    pub fn from_raw(origin: &Path, raw: RawConfig, env_key: Option<String>) -> Result<Config, ConfigError> {
         let check = Check { file: origin };
         let base_dir = origin.parent().unwrap_or(Path::new("."));
         let server = server_settings(&check, &raw.server)?;
@@ -246,12 +223,8 @@ impl Config {
         if raw.routes.is_empty() {
             return Err(check.err("route", "at least one [[route]] is needed, e.g.\n  [[route]]\n  prefix = \"/\"\n  backends = [\"127.0.0.1:46580\"]"));
         }
-        let routes = raw
-            .routes
-            .iter()
-            .enumerate()
-            .map(|(i, r)| route_config(&check, i, r))
-            .collect::<Result<Vec<_>, _>>()?;
+        let routes =
+            raw.routes.iter().enumerate().map(|(i, r)| route_config(&check, i, r)).collect::<Result<Vec<_>, _>>()?;
         for (i, a) in routes.iter().enumerate() {
             if let Some(j) = routes[..i].iter().position(|b| b.prefix == a.prefix) {
                 return Err(check.err(
@@ -260,20 +233,12 @@ impl Config {
                 ));
             }
         }
-        Ok(Config {
-            origin: origin.to_path_buf(),
-            server,
-            cookie,
-            routes,
-        })
+        Ok(Config { origin: origin.to_path_buf(), server, cookie, routes })
     }
 }
 
 fn server_settings(check: &Check<'_>, raw: &RawServer) -> Result<ServerSettings, ConfigError> {
-    let listen_text = raw
-        .listen
-        .clone()
-        .unwrap_or_else(|| vec!["0.0.0.0:8080".to_string()]);
+    let listen_text = raw.listen.clone().unwrap_or_else(|| vec!["0.0.0.0:8080".to_string()]);
     if listen_text.is_empty() {
         return Err(check.err("server.listen", "at least one listen address is needed"));
     }
@@ -289,31 +254,16 @@ fn server_settings(check: &Check<'_>, raw: &RawServer) -> Result<ServerSettings,
     };
     let threads = raw.threads.unwrap_or(1);
     if threads == 0 || threads > 256 {
-        return Err(check.err(
-            "server.threads",
-            format!("expected 1 to 256 worker threads, got {threads}"),
-        ));
+        return Err(check.err("server.threads", format!("expected 1 to 256 worker threads, got {threads}")));
     }
     let tmp = std::env::temp_dir();
     Ok(ServerSettings {
         listen,
         admin,
-        grace_period: check.duration(
-            "server.grace_period",
-            raw.grace_period.as_ref(),
-            Duration::from_secs(30),
-        )?,
+        grace_period: check.duration("server.grace_period", raw.grace_period.as_ref(), Duration::from_secs(30))?,
         threads,
-        upgrade_sock: raw
-            .upgrade_sock
-            .as_ref()
-            .map(PathBuf::from)
-            .unwrap_or_else(|| tmp.join("pinroute_upgrade.sock")),
-        pid_file: raw
-            .pid_file
-            .as_ref()
-            .map(PathBuf::from)
-            .unwrap_or_else(|| tmp.join("pinroute.pid")),
+        upgrade_sock: raw.upgrade_sock.as_ref().map(PathBuf::from).unwrap_or_else(|| tmp.join("pinroute_upgrade.sock")),
+        pid_file: raw.pid_file.as_ref().map(PathBuf::from).unwrap_or_else(|| tmp.join("pinroute.pid")),
     })
 }
 
@@ -323,162 +273,85 @@ fn cookie_settings(
     base_dir: &Path,
     env_key: Option<String>,
 ) -> Result<CookieSettings, ConfigError> {
-    let name = raw
-        .name
-        .clone()
-        .unwrap_or_else(|| "SKYPILOT_ROUTEID".to_string());
-    let valid_name = !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    let name = raw.name.clone().unwrap_or_else(|| "SKYPILOT_ROUTEID".to_string());
+    let valid_name =
+        !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
     if !valid_name {
-        return Err(check.err(
-            "cookie.name",
-            format!("{name:?} is not a valid cookie name (letters, digits and !#$%&'*+-.^_`|~)"),
-        ));
+        return Err(check
+            .err("cookie.name", format!("{name:?} is not a valid cookie name (letters, digits and !#$%&'*+-.^_`|~)")));
     }
-    let max_age = check.duration(
-        "cookie.max_age",
-        raw.max_age.as_ref(),
-        Duration::from_secs(7 * 24 * 3600),
-    )?;
+    let max_age = check.duration("cookie.max_age", raw.max_age.as_ref(), Duration::from_secs(7 * 24 * 3600))?;
     if max_age.is_zero() {
-        return Err(check.err(
-            "cookie.max_age",
-            "must be above zero: the sky CLI drops cookies without an expiry",
-        ));
+        return Err(check.err("cookie.max_age", "must be above zero: the sky CLI drops cookies without an expiry"));
     }
     let key = match (&raw.key_file, env_key) {
         (Some(file), _) => {
             let path = base_dir.join(file);
-            let bytes = std::fs::read(&path).map_err(|e| {
-                check.err(
-                    "cookie.key_file",
-                    format!("cannot read {}: {e}", path.display()),
-                )
-            })?;
-            Some(key_from(
-                check,
-                "cookie.key_file",
-                trim_ascii(&bytes),
-                KeyOrigin::File,
-            )?)
+            let bytes = std::fs::read(&path)
+                .map_err(|e| check.err("cookie.key_file", format!("cannot read {}: {e}", path.display())))?;
+            Some(key_from(check, "cookie.key_file", trim_ascii(&bytes), KeyOrigin::File)?)
         }
-        (None, Some(env)) => Some(key_from(
-            check,
-            "PINROUTE_COOKIE_KEY (environment)",
-            env.trim().as_bytes(),
-            KeyOrigin::Env,
-        )?),
+        (None, Some(env)) => {
+            Some(key_from(check, "PINROUTE_COOKIE_KEY (environment)", env.trim().as_bytes(), KeyOrigin::Env)?)
+        }
         (None, None) => None,
     };
-    let same_site = match raw
-        .same_site
-        .as_deref()
-        .map(str::to_ascii_lowercase)
-        .as_deref()
-    {
+    let same_site = match raw.same_site.as_deref().map(str::to_ascii_lowercase).as_deref() {
         None => None,
         Some("lax") => Some(SameSite::Lax),
         Some("strict") => Some(SameSite::Strict),
         Some("none") => Some(SameSite::None),
         Some(other) => {
-            return Err(check.err(
-                "cookie.same_site",
-                format!("expected \"lax\", \"strict\" or \"none\", got {other:?}"),
-            ))
+            return Err(
+                check.err("cookie.same_site", format!("expected \"lax\", \"strict\" or \"none\", got {other:?}"))
+            )
         }
     };
     let secure = raw.secure.unwrap_or(false);
     if same_site == Some(SameSite::None) && !secure {
-        return Err(check.err(
-            "cookie.same_site",
-            "browsers drop SameSite=None cookies without Secure: set cookie.secure = true",
-        ));
+        return Err(check
+            .err("cookie.same_site", "browsers drop SameSite=None cookies without Secure: set cookie.secure = true"));
     }
-    Ok(CookieSettings {
-        name,
-        max_age,
-        key,
-        secure,
-        same_site,
-    })
+    Ok(CookieSettings { name, max_age, key, secure, same_site })
 }
 
 fn trim_ascii(bytes: &[u8]) -> &[u8] {
-    let start = bytes
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(bytes.len());
-    let end = bytes
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace())
-        .map_or(start, |e| e + 1);
+    let start = bytes.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(bytes.len());
+    let end = bytes.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |e| e + 1);
     &bytes[start..end]
 }
 
-fn key_from(
-    check: &Check<'_>,
-    key: &str,
-    bytes: &[u8],
-    origin: KeyOrigin,
-) -> Result<CookieKey, ConfigError> {
+fn key_from(check: &Check<'_>, key: &str, bytes: &[u8], origin: KeyOrigin) -> Result<CookieKey, ConfigError> {
     if bytes.len() < 16 {
         return Err(check.err(
             key,
-            format!(
-                "the cookie key has {} bytes; use at least 16 (e.g. `openssl rand -hex 32`)",
-                bytes.len()
-            ),
+            format!("the cookie key has {} bytes; use at least 16 (e.g. `openssl rand -hex 32`)", bytes.len()),
         ));
     }
-    Ok(CookieKey {
-        bytes: bytes.to_vec(),
-        origin,
-    })
+    Ok(CookieKey { bytes: bytes.to_vec(), origin })
 }
 
-fn route_config(
-    check: &Check<'_>,
-    index: usize,
-    raw: &RawRoute,
-) -> Result<RouteConfig, ConfigError> {
+fn route_config(check: &Check<'_>, index: usize, raw: &RawRoute) -> Result<RouteConfig, ConfigError> {
     let key = |k: &str| format!("route[{index}].{k}");
-    let prefix = normalise_prefix(raw.prefix.as_deref().unwrap_or("/"))
-        .map_err(|m| check.err(key("prefix"), m))?;
+    let prefix = normalise_prefix(raw.prefix.as_deref().unwrap_or("/")).map_err(|m| check.err(key("prefix"), m))?;
     let source = match (&raw.backends, &raw.kubernetes) {
         (Some(_), Some(_)) => {
+            return Err(check.err(key("backends"), "give either `backends` or `[route.kubernetes]`, not both"))
+        }
+        (None, None) => {
             return Err(check.err(
                 key("backends"),
-                "give either `backends` or `[route.kubernetes]`, not both",
+                "no backends: give `backends = [\"host:port\", ...]` or a `[route.kubernetes]` table",
             ))
         }
-        (None, None) => return Err(check.err(
-            key("backends"),
-            "no backends: give `backends = [\"host:port\", ...]` or a `[route.kubernetes]` table",
-        )),
         (Some(list), None) => BackendSource::Static(static_backends(check, index, list)?),
-        (None, Some(kube)) => {
-            BackendSource::Kubernetes(kubernetes::source(check, &key("kubernetes"), kube)?)
-        }
+        (None, Some(kube)) => BackendSource::Kubernetes(kubernetes::source(check, &key("kubernetes"), kube)?),
     };
     let health = health_check(check, &key("health_check"), raw.health_check.as_ref())?;
     let timeouts = Timeouts {
-        connect: check.duration(
-            &key("connect_timeout"),
-            raw.connect_timeout.as_ref(),
-            Duration::from_secs(3),
-        )?,
-        read: check.duration(
-            &key("read_timeout"),
-            raw.read_timeout.as_ref(),
-            Duration::from_secs(3600),
-        )?,
-        write: check.duration(
-            &key("write_timeout"),
-            raw.write_timeout.as_ref(),
-            Duration::from_secs(3600),
-        )?,
+        connect: check.duration(&key("connect_timeout"), raw.connect_timeout.as_ref(), Duration::from_secs(3))?,
+        read: check.duration(&key("read_timeout"), raw.read_timeout.as_ref(), Duration::from_secs(3600))?,
+        write: check.duration(&key("write_timeout"), raw.write_timeout.as_ref(), Duration::from_secs(3600))?,
     };
     let max_body = match &raw.max_body {
         None => 1000 << 20,
@@ -486,29 +359,20 @@ fn route_config(
     };
     let connect_tries = raw.connect_tries.unwrap_or(3);
     if !(1..=16).contains(&connect_tries) {
-        return Err(check.err(
-            key("connect_tries"),
-            format!("expected 1 to 16, got {connect_tries}"),
-        ));
+        return Err(check.err(key("connect_tries"), format!("expected 1 to 16, got {connect_tries}")));
     }
     let when_all_cordoned = match raw.when_all_cordoned.as_deref() {
         None | Some("reject") => AllCordoned::Reject,
         Some("serve_draining") => AllCordoned::ServeDraining,
         Some(other) => {
-            return Err(check.err(
-                key("when_all_cordoned"),
-                format!("expected \"reject\" or \"serve_draining\", got {other:?}"),
-            ))
+            return Err(check
+                .err(key("when_all_cordoned"), format!("expected \"reject\" or \"serve_draining\", got {other:?}")))
         }
     };
     let drain_timeout = match &raw.drain_timeout {
         None => None,
-        Some(_) => Some(check.duration(
-            &key("drain_timeout"),
-            raw.drain_timeout.as_ref(),
-            Duration::ZERO,
-        )?)
-        .filter(|d| !d.is_zero()),
+        Some(_) => Some(check.duration(&key("drain_timeout"), raw.drain_timeout.as_ref(), Duration::ZERO)?)
+            .filter(|d| !d.is_zero()),
     };
     Ok(RouteConfig {
         prefix,
@@ -521,6 +385,7 @@ fn route_config(
         hold_for: check.duration(&key("hold_for"), raw.hold_for.as_ref(), Duration::ZERO)?,
         hold_max: raw.hold_max.unwrap_or(1024),
         drain_timeout,
+        replay_on_draining_503: raw.replay_on_draining_503.unwrap_or(true),
     })
 }
 
@@ -530,30 +395,17 @@ fn normalise_prefix(text: &str) -> Result<String, String> {
         return Err(format!("a prefix starts with '/', got {text:?}"));
     }
     let trimmed = text.trim_end_matches('/');
-    if trimmed
-        .split('/')
-        .skip(1)
-        .any(|seg| seg.is_empty() || seg == "." || seg == ".." || seg.contains('%'))
-    {
-        return Err(format!("{text:?} has an empty, dot or percent-encoded segment; write it plainly, e.g. \"/first-server\""));
+    if trimmed.split('/').skip(1).any(|seg| seg.is_empty() || seg == "." || seg == ".." || seg.contains('%')) {
+        return Err(format!(
+            "{text:?} has an empty, dot or percent-encoded segment; write it plainly, e.g. \"/first-server\""
+        ));
     }
-    Ok(if trimmed.is_empty() {
-        "/".to_string()
-    } else {
-        trimmed.to_string()
-    })
+    Ok(if trimmed.is_empty() { "/".to_string() } else { trimmed.to_string() })
 }
 
-fn static_backends(
-    check: &Check<'_>,
-    index: usize,
-    list: &[String],
-) -> Result<Vec<StaticBackend>, ConfigError> {
+fn static_backends(check: &Check<'_>, index: usize, list: &[String]) -> Result<Vec<StaticBackend>, ConfigError> {
     if list.is_empty() {
-        return Err(check.err(
-            format!("route[{index}].backends"),
-            "the list is empty; name at least one \"host:port\"",
-        ));
+        return Err(check.err(format!("route[{index}].backends"), "the list is empty; name at least one \"host:port\""));
     }
     let mut out: Vec<StaticBackend> = Vec::with_capacity(list.len());
     for (i, name) in list.iter().enumerate() {
@@ -566,56 +418,30 @@ fn static_backends(
         if out.iter().any(|b| b.name == *name) {
             return Err(check.err(&key, format!("{name:?} is listed twice")));
         }
-        out.push(StaticBackend {
-            name: name.clone(),
-            addr,
-        });
+        out.push(StaticBackend { name: name.clone(), addr });
     }
     Ok(out)
 }
 
-fn health_check(
-    check: &Check<'_>,
-    key: &str,
-    raw: Option<&RawHealthCheck>,
-) -> Result<HealthCheck, ConfigError> {
+fn health_check(check: &Check<'_>, key: &str, raw: Option<&RawHealthCheck>) -> Result<HealthCheck, ConfigError> {
     let empty = RawHealthCheck::default();
     let raw = raw.unwrap_or(&empty);
     let path = if raw.enabled == Some(false) {
         None
     } else {
-        Some(
-            raw.path
-                .clone()
-                .unwrap_or_else(|| "/api/health".to_string()),
-        )
+        Some(raw.path.clone().unwrap_or_else(|| "/api/health".to_string()))
     };
     if let Some(p) = &path {
         if !p.starts_with('/') {
-            return Err(check.err(
-                format!("{key}.path"),
-                format!("a path starts with '/', got {p:?}"),
-            ));
+            return Err(check.err(format!("{key}.path"), format!("a path starts with '/', got {p:?}")));
         }
     }
-    let interval = check.duration(
-        &format!("{key}.interval"),
-        raw.interval.as_ref(),
-        Duration::from_secs(5),
-    )?;
-    let timeout = check.duration(
-        &format!("{key}.timeout"),
-        raw.timeout.as_ref(),
-        Duration::from_secs(2),
-    )?;
+    let interval = check.duration(&format!("{key}.interval"), raw.interval.as_ref(), Duration::from_secs(5))?;
+    let timeout = check.duration(&format!("{key}.timeout"), raw.timeout.as_ref(), Duration::from_secs(2))?;
     if interval.is_zero() || timeout.is_zero() {
         return Err(check.err(key, "interval and timeout must be above zero"));
     }
-    Ok(HealthCheck {
-        path,
-        interval,
-        timeout,
-    })
+    Ok(HealthCheck { path, interval, timeout })
 }
 
 #[cfg(test)]

@@ -11,6 +11,9 @@ pub enum Lifecycle {
     /// Cordoned (readiness label removed) or terminating: serves its pinned
     /// clients and open streams, takes no new client.
     Draining,
+    /// Removed from a static config by a reload: finishes the work it owns
+    /// (request ids, open streams) but serves neither new nor pinned clients.
+    Retiring,
     /// Exists but is not Ready (container not ready): nothing is sent there.
     NotReady,
     /// Deleted or lost its address; kept briefly so the admin view shows it.
@@ -43,12 +46,8 @@ impl BackendState {
     }
 
     /// Every state, for exporting one gauge per state.
-    pub const ALL: [BackendState; 4] = [
-        BackendState::Ready,
-        BackendState::Draining,
-        BackendState::Down,
-        BackendState::Gone,
-    ];
+    pub const ALL: [BackendState; 4] =
+        [BackendState::Ready, BackendState::Draining, BackendState::Down, BackendState::Gone];
 
     /// Whether clients pinned here may still be sent here.
     pub fn serves_pinned(self) -> bool {

@@ -36,6 +36,12 @@ pub enum DiscoveryEvent {
         /// Every backend of the route.
         backends: Vec<DiscoveredBackend>,
     },
+    /// The config's routes changed (reload): route `i` of the new table is
+    /// route `from[i]` of the old one, or a new, empty, unloaded route.
+    Reshape {
+        /// Old index of each new route.
+        from: Vec<Option<usize>>,
+    },
 }
 
 /// One backend in a table: what the source says plus its live runtime.
@@ -67,7 +73,7 @@ impl BackendEntry {
             Lifecycle::Gone => BackendState::Gone,
             Lifecycle::NotReady => BackendState::Down,
             _ if self.runtime.is_down(now) => BackendState::Down,
-            Lifecycle::Draining => BackendState::Draining,
+            Lifecycle::Draining | Lifecycle::Retiring => BackendState::Draining,
             Lifecycle::Ready if self.runtime.operator_drained() => BackendState::Draining,
             Lifecycle::Ready => BackendState::Ready,
         }
@@ -95,10 +101,7 @@ pub struct RoutingTable {
 impl RoutingTable {
     /// An empty, unloaded table for `routes` routes.
     pub fn empty(routes: usize) -> RoutingTable {
-        RoutingTable {
-            generation: 0,
-            routes: vec![RouteBackends::default(); routes],
-        }
+        RoutingTable { generation: 0, routes: vec![RouteBackends::default(); routes] }
     }
 
     /// Whether every route has been fully listed once (`/readyz`).
@@ -116,55 +119,39 @@ pub fn apply(table: &RoutingTable, event: DiscoveryEvent, now: Instant) -> Routi
         DiscoveryEvent::Upsert { route, .. }
         | DiscoveryEvent::Remove { route, .. }
         | DiscoveryEvent::Replace { route, .. } => *route,
+        DiscoveryEvent::Reshape { from } => {
+            next.routes =
+                from.iter().map(|old| old.and_then(|i| table.routes.get(i).cloned()).unwrap_or_default()).collect();
+            return next;
+        }
     };
     if next.routes.len() <= route_index {
-        next.routes
-            .resize(route_index + 1, RouteBackends::default());
+        next.routes.resize(route_index + 1, RouteBackends::default());
     }
     let route = &mut next.routes[route_index];
     match event {
         DiscoveryEvent::Upsert { backend, .. } => upsert(route, backend, now),
-        DiscoveryEvent::Remove { identity, .. } => {
-            mark_gone(route, |e| e.discovered.identity == identity, now)
-        }
+        DiscoveryEvent::Remove { identity, .. } => mark_gone(route, |e| e.discovered.identity == identity, now),
         DiscoveryEvent::Replace { backends, .. } => {
-            mark_gone(
-                route,
-                |e| !backends.iter().any(|b| b.identity == e.discovered.identity),
-                now,
-            );
+            mark_gone(route, |e| !backends.iter().any(|b| b.identity == e.discovered.identity), now);
             for backend in backends {
                 upsert(route, backend, now);
             }
             route.loaded = true;
         }
+        DiscoveryEvent::Reshape { .. } => {} // handled above
     }
-    route.backends.retain(|e| {
-        e.gone_at
-            .is_none_or(|at| now.duration_since(at) < GONE_RETENTION)
-    });
+    route.backends.retain(|e| e.gone_at.is_none_or(|at| now.duration_since(at) < GONE_RETENTION));
     next
 }
 
 fn upsert(route: &mut RouteBackends, backend: DiscoveredBackend, now: Instant) {
     let gone = backend.lifecycle == Lifecycle::Gone;
-    let draining = backend.lifecycle == Lifecycle::Draining;
-    match route
-        .backends
-        .iter_mut()
-        .find(|e| e.discovered.identity == backend.identity)
-    {
+    let draining = matches!(backend.lifecycle, Lifecycle::Draining | Lifecycle::Retiring);
+    match route.backends.iter_mut().find(|e| e.discovered.identity == backend.identity) {
         Some(entry) => {
-            entry.gone_at = if gone {
-                entry.gone_at.or(Some(now))
-            } else {
-                None
-            };
-            entry.draining_since = if draining {
-                entry.draining_since.or(Some(now))
-            } else {
-                None
-            };
+            entry.gone_at = if gone { entry.gone_at.or(Some(now)) } else { None };
+            entry.draining_since = if draining { entry.draining_since.or(Some(now)) } else { None };
             entry.discovered = backend;
         }
         None => route.backends.push(BackendEntry {
@@ -202,32 +189,12 @@ mod tests {
     fn runtime_survives_relabel_and_relist() {
         let now = Instant::now();
         let t0 = RoutingTable::empty(1);
-        let t1 = apply(
-            &t0,
-            DiscoveryEvent::Upsert {
-                route: 0,
-                backend: backend("a", Lifecycle::Ready),
-            },
-            now,
-        );
+        let t1 = apply(&t0, DiscoveryEvent::Upsert { route: 0, backend: backend("a", Lifecycle::Ready) }, now);
         let runtime = t1.routes[0].backends[0].runtime.clone();
         let _guard = runtime.begin();
-        let t2 = apply(
-            &t1,
-            DiscoveryEvent::Upsert {
-                route: 0,
-                backend: backend("a", Lifecycle::Draining),
-            },
-            now,
-        );
-        let t3 = apply(
-            &t2,
-            DiscoveryEvent::Replace {
-                route: 0,
-                backends: vec![backend("a", Lifecycle::Draining)],
-            },
-            now,
-        );
+        let t2 = apply(&t1, DiscoveryEvent::Upsert { route: 0, backend: backend("a", Lifecycle::Draining) }, now);
+        let t3 =
+            apply(&t2, DiscoveryEvent::Replace { route: 0, backends: vec![backend("a", Lifecycle::Draining)] }, now);
         let entry = &t3.routes[0].backends[0];
         assert!(Arc::ptr_eq(&entry.runtime, &runtime));
         assert_eq!(entry.runtime.in_flight(), 1);
@@ -243,37 +210,16 @@ mod tests {
             &RoutingTable::empty(1),
             DiscoveryEvent::Replace {
                 route: 0,
-                backends: vec![
-                    backend("a", Lifecycle::Ready),
-                    backend("b", Lifecycle::Ready),
-                ],
+                backends: vec![backend("a", Lifecycle::Ready), backend("b", Lifecycle::Ready)],
             },
             now,
         );
-        let t = apply(
-            &t,
-            DiscoveryEvent::Replace {
-                route: 0,
-                backends: vec![backend("b", Lifecycle::Ready)],
-            },
-            now,
-        );
+        let t = apply(&t, DiscoveryEvent::Replace { route: 0, backends: vec![backend("b", Lifecycle::Ready)] }, now);
         let states: Vec<_> = t.routes[0].backends.iter().map(|e| e.state(now)).collect();
         assert_eq!(states, vec![BackendState::Gone, BackendState::Ready]);
         let later = now + GONE_RETENTION + Duration::from_secs(1);
-        let t = apply(
-            &t,
-            DiscoveryEvent::Upsert {
-                route: 0,
-                backend: backend("c", Lifecycle::Ready),
-            },
-            later,
-        );
-        let ids: Vec<_> = t.routes[0]
-            .backends
-            .iter()
-            .map(|e| e.discovered.identity.to_string())
-            .collect();
+        let t = apply(&t, DiscoveryEvent::Upsert { route: 0, backend: backend("c", Lifecycle::Ready) }, later);
+        let ids: Vec<_> = t.routes[0].backends.iter().map(|e| e.discovered.identity.to_string()).collect();
         assert_eq!(ids, vec!["b", "c"]);
     }
 
@@ -283,33 +229,29 @@ mod tests {
         let later = t0 + Duration::from_secs(5);
         let t = apply(
             &RoutingTable::empty(1),
-            DiscoveryEvent::Upsert {
-                route: 0,
-                backend: backend("a", Lifecycle::Draining),
-            },
+            DiscoveryEvent::Upsert { route: 0, backend: backend("a", Lifecycle::Draining) },
             t0,
         );
-        let t = apply(
-            &t,
-            DiscoveryEvent::Upsert {
-                route: 0,
-                backend: backend("a", Lifecycle::Draining),
-            },
-            later,
-        );
-        assert_eq!(
-            t.routes[0].backends[0].draining_for(later),
-            Some(Duration::from_secs(5))
-        );
-        let t = apply(
-            &t,
-            DiscoveryEvent::Upsert {
-                route: 0,
-                backend: backend("a", Lifecycle::Ready),
-            },
-            later,
-        );
+        let t = apply(&t, DiscoveryEvent::Upsert { route: 0, backend: backend("a", Lifecycle::Draining) }, later);
+        assert_eq!(t.routes[0].backends[0].draining_for(later), Some(Duration::from_secs(5)));
+        let t = apply(&t, DiscoveryEvent::Upsert { route: 0, backend: backend("a", Lifecycle::Ready) }, later);
         assert_eq!(t.routes[0].backends[0].draining_for(later), None);
+    }
+
+    #[test]
+    fn reshape_keeps_surviving_routes_and_their_runtimes() {
+        let now = Instant::now();
+        let t = apply(
+            &RoutingTable::empty(2),
+            DiscoveryEvent::Replace { route: 1, backends: vec![backend("b", Lifecycle::Ready)] },
+            now,
+        );
+        let runtime = t.routes[1].backends[0].runtime.clone();
+        let t = apply(&t, DiscoveryEvent::Reshape { from: vec![Some(1), None] }, now);
+        assert_eq!(t.routes.len(), 2);
+        assert!(Arc::ptr_eq(&t.routes[0].backends[0].runtime, &runtime));
+        assert!(t.routes[0].loaded);
+        assert!(t.routes[1].backends.is_empty() && !t.routes[1].loaded);
     }
 
     #[test]
@@ -317,10 +259,7 @@ mod tests {
         let now = Instant::now();
         let t = apply(
             &RoutingTable::empty(1),
-            DiscoveryEvent::Upsert {
-                route: 0,
-                backend: backend("a", Lifecycle::Ready),
-            },
+            DiscoveryEvent::Upsert { route: 0, backend: backend("a", Lifecycle::Ready) },
             now,
         );
         let entry = &t.routes[0].backends[0];
@@ -328,19 +267,8 @@ mod tests {
         entry.runtime.set_operator_drain(true);
         assert_eq!(entry.state(now), BackendState::Draining);
         entry.runtime.record_connect_failure(now);
-        assert_eq!(
-            entry.state(now),
-            BackendState::Down,
-            "a failing draining backend is down"
-        );
-        let t = apply(
-            &t,
-            DiscoveryEvent::Remove {
-                route: 0,
-                identity: "a".into(),
-            },
-            now,
-        );
+        assert_eq!(entry.state(now), BackendState::Down, "a failing draining backend is down");
+        let t = apply(&t, DiscoveryEvent::Remove { route: 0, identity: "a".into() }, now);
         assert_eq!(t.routes[0].backends[0].state(now), BackendState::Gone);
     }
 }

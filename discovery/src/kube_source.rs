@@ -39,15 +39,10 @@ pub fn pod_to_backend(pod: &Pod, source: &KubernetesSource) -> Option<Discovered
         PortRef::Number(n) => *n,
         PortRef::Name(name) => named_port(pod, name)?,
     };
-    let labelled_ready = meta
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(&source.ready_key))
-        .is_some_and(|v| *v == source.ready_value);
-    let condition_ready = status
-        .conditions
-        .as_ref()
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    let labelled_ready =
+        meta.labels.as_ref().and_then(|l| l.get(&source.ready_key)).is_some_and(|v| *v == source.ready_value);
+    let condition_ready =
+        status.conditions.as_ref().is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
     let lifecycle = if !condition_ready {
         Lifecycle::NotReady
     } else if meta.deletion_timestamp.is_some() || !labelled_ready {
@@ -59,12 +54,7 @@ pub fn pod_to_backend(pod: &Pod, source: &KubernetesSource) -> Option<Discovered
     };
     Some(DiscoveredBackend {
         identity: uid.into(),
-        id: format!(
-            "{}/{}",
-            meta.namespace.as_deref().unwrap_or(""),
-            meta.name.as_deref().unwrap_or("")
-        )
-        .into(),
+        id: format!("{}/{}", meta.namespace.as_deref().unwrap_or(""), meta.name.as_deref().unwrap_or("")).into(),
         addr: SocketAddr::new(ip, port),
         lifecycle,
     })
@@ -104,10 +94,8 @@ impl KubeSource {
                 Ok(Event::InitApply(pod)) => listing.extend(pod_to_backend(&pod, &self.source)),
                 Ok(Event::InitDone) => {
                     tracing::info!(route = self.route, pods = listing.len(), namespace = %self.source.namespace, selector = %self.source.selector, "pods listed");
-                    publisher.publish(DiscoveryEvent::Replace {
-                        route: self.route,
-                        backends: std::mem::take(&mut listing),
-                    });
+                    publisher
+                        .publish(DiscoveryEvent::Replace { route: self.route, backends: std::mem::take(&mut listing) });
                 }
                 Ok(Event::Apply(pod)) => publisher.publish(self.change(&pod)),
                 Ok(Event::Delete(pod)) => {
@@ -117,10 +105,7 @@ impl KubeSource {
                             pod = pod.metadata.name.as_deref().unwrap_or(""),
                             "pod deleted"
                         );
-                        publisher.publish(DiscoveryEvent::Remove {
-                            route: self.route,
-                            identity: uid.into(),
-                        });
+                        publisher.publish(DiscoveryEvent::Remove { route: self.route, identity: uid.into() });
                     }
                 }
                 Err(e) => {
@@ -136,15 +121,11 @@ impl KubeSource {
         match pod_to_backend(pod, &self.source) {
             Some(backend) => {
                 tracing::debug!(route = self.route, pod = %backend.id, lifecycle = ?backend.lifecycle, "pod changed");
-                DiscoveryEvent::Upsert {
-                    route: self.route,
-                    backend,
-                }
+                DiscoveryEvent::Upsert { route: self.route, backend }
             }
-            None => DiscoveryEvent::Remove {
-                route: self.route,
-                identity: pod.metadata.uid.as_deref().unwrap_or("").into(),
-            },
+            None => {
+                DiscoveryEvent::Remove { route: self.route, identity: pod.metadata.uid.as_deref().unwrap_or("").into() }
+            }
         }
     }
 }
@@ -152,9 +133,7 @@ impl KubeSource {
 /// A client from in-cluster config or `KUBECONFIG` / `~/.kube/config`, as
 /// kubectl finds them.
 pub async fn infer_client() -> Result<Client, DiscoveryError> {
-    let config = kube::Config::infer()
-        .await
-        .map_err(|e| DiscoveryError::Credentials(e.to_string()))?;
+    let config = kube::Config::infer().await.map_err(|e| DiscoveryError::Credentials(e.to_string()))?;
     Client::try_from(config).map_err(|e| DiscoveryError::Credentials(e.to_string()))
 }
 

@@ -19,6 +19,7 @@ mod static_source;
 pub use backend::{BackendState, DiscoveredBackend, Lifecycle};
 pub use error::DiscoveryError;
 pub use fold::{apply, BackendEntry, DiscoveryEvent, RouteBackends, RoutingTable};
+pub use kube::Client as KubeClient;
 pub use kube_source::{infer_client, pod_to_backend, ErrorHook, KubeSource};
 pub use publisher::{Publisher, TableListener};
 pub use runtime::{BackendRuntime, InFlightGuard, PassiveHealth};

@@ -22,9 +22,7 @@ pub struct Publisher {
 
 impl std::fmt::Debug for Publisher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Publisher")
-            .field("generation", &self.current.load().generation)
-            .finish()
+        f.debug_struct("Publisher").field("generation", &self.current.load().generation).finish()
     }
 }
 
@@ -33,20 +31,25 @@ impl Publisher {
     pub fn new(routes: usize, listener: TableListener) -> Arc<Publisher> {
         let table = Arc::new(RoutingTable::empty(routes));
         listener(&table);
-        Arc::new(Publisher {
-            current: ArcSwap::new(table),
-            write: Mutex::new(()),
-            listener,
-        })
+        Arc::new(Publisher { current: ArcSwap::new(table), write: Mutex::new(()), listener })
     }
 
     /// Folds one event and publishes the result.
     pub fn publish(&self, event: DiscoveryEvent) {
-        let _write = self
-            .write
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _write = self.write.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let next = Arc::new(apply(&self.current.load(), event, Instant::now()));
+        self.current.store(next.clone());
+        (self.listener)(&next);
+    }
+
+    /// Reshapes the table for a new config (see [`DiscoveryEvent::Reshape`]),
+    /// running `switch` under the writer lock first so that whoever builds
+    /// views from published tables sees the new config and the reshaped table
+    /// together, never one without the other.
+    pub fn reshape(&self, from: Vec<Option<usize>>, switch: impl FnOnce()) {
+        let _write = self.write.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        switch();
+        let next = Arc::new(apply(&self.current.load(), DiscoveryEvent::Reshape { from }, Instant::now()));
         self.current.store(next.clone());
         (self.listener)(&next);
     }

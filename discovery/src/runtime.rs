@@ -25,9 +25,7 @@ fn epoch() -> Instant {
 
 /// Nanoseconds since the process epoch; never 0 (0 means "not ejected").
 fn to_nanos(at: Instant) -> u64 {
-    u64::try_from(at.saturating_duration_since(epoch()).as_nanos())
-        .unwrap_or(u64::MAX)
-        .max(1)
+    u64::try_from(at.saturating_duration_since(epoch()).as_nanos()).unwrap_or(u64::MAX).max(1)
 }
 
 /// Passive health: consecutive connect failures and the ejection they earned.
@@ -45,13 +43,8 @@ impl PassiveHealth {
     pub fn after_failure(self, now: Instant) -> PassiveHealth {
         let consecutive_failures = self.consecutive_failures.saturating_add(1);
         let exponent = consecutive_failures.saturating_sub(1).min(16);
-        let backoff = BACKOFF_BASE
-            .saturating_mul(1u32 << exponent)
-            .min(BACKOFF_MAX);
-        PassiveHealth {
-            consecutive_failures,
-            down_until: Some(now + backoff),
-        }
+        let backoff = BACKOFF_BASE.saturating_mul(1u32 << exponent).min(BACKOFF_MAX);
+        PassiveHealth { consecutive_failures, down_until: Some(now + backoff) }
     }
 }
 
@@ -99,10 +92,7 @@ impl BackendRuntime {
     /// Starts counting one request.
     pub fn begin(self: &std::sync::Arc<Self>) -> InFlightGuard {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlightGuard {
-            runtime: self.clone(),
-            stream: false,
-        }
+        InFlightGuard { runtime: self.clone(), stream: false }
     }
 
     /// Requests under way, streams included.
@@ -135,10 +125,8 @@ impl BackendRuntime {
     /// A connection attempt failed: eject with backoff.
     pub fn record_connect_failure(&self, now: Instant) {
         let next = self.passive().after_failure(now);
-        self.failures
-            .store(next.consecutive_failures, Ordering::Relaxed);
-        self.down_until
-            .store(next.down_until.map_or(0, to_nanos), Ordering::Relaxed);
+        self.failures.store(next.consecutive_failures, Ordering::Relaxed);
+        self.down_until.store(next.down_until.map_or(0, to_nanos), Ordering::Relaxed);
     }
 
     /// A request got an answer: passive failures are forgiven.
@@ -198,11 +186,7 @@ impl BackendRuntime {
     pub fn pinned_clients(&self, now: Instant) -> usize {
         self.pinned
             .lock()
-            .map(|p| {
-                p.values()
-                    .filter(|seen| now.duration_since(**seen) < PINNED_WINDOW)
-                    .count()
-            })
+            .map(|p| p.values().filter(|seen| now.duration_since(**seen) < PINNED_WINDOW).count())
             .unwrap_or(0)
     }
 }

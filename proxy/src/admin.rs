@@ -68,12 +68,7 @@ impl AdminApp {
 
     /// Applies `f` to every backend named `id` (optionally only in `route`);
     /// returns how many matched.
-    fn for_backend(
-        &self,
-        id: &str,
-        route: Option<&str>,
-        f: impl Fn(&pinroute_discovery::BackendEntry),
-    ) -> usize {
+    fn for_backend(&self, id: &str, route: Option<&str>, f: impl Fn(&pinroute_discovery::BackendEntry)) -> usize {
         let snapshot = self.shared.snapshot();
         let mut matched = 0;
         for (config, table) in snapshot.config.routes.iter().zip(&snapshot.table.routes) {
@@ -88,12 +83,7 @@ impl AdminApp {
         matched
     }
 
-    async fn drain_wait(
-        &self,
-        id: &str,
-        route: Option<&str>,
-        timeout: Duration,
-    ) -> Response<Vec<u8>> {
+    async fn drain_wait(&self, id: &str, route: Option<&str>, timeout: Duration) -> Response<Vec<u8>> {
         let deadline = Instant::now() + timeout.min(DRAIN_WAIT_MAX);
         loop {
             let busy = std::sync::atomic::AtomicUsize::new(0);
@@ -102,16 +92,10 @@ impl AdminApp {
             });
             let busy = busy.into_inner();
             if matched == 0 {
-                return json(
-                    StatusCode::NOT_FOUND,
-                    &serde_json::json!({"detail": format!("no backend {id:?}")}),
-                );
+                return json(StatusCode::NOT_FOUND, &serde_json::json!({"detail": format!("no backend {id:?}")}));
             }
             if busy == 0 {
-                return json(
-                    StatusCode::OK,
-                    &serde_json::json!({"backend": id, "in_flight": 0}),
-                );
+                return json(StatusCode::OK, &serde_json::json!({"backend": id, "in_flight": 0}));
             }
             if Instant::now() >= deadline {
                 return json(
@@ -124,34 +108,20 @@ impl AdminApp {
     }
 
     async fn handle(&self, method: &Method, path: &str, query: &str) -> Response<Vec<u8>> {
-        let params: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
-            .into_owned()
-            .collect();
-        let param = |name: &str| {
-            params
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.as_str())
-        };
+        let params: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+        let param = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
         match (method, path) {
             (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
             (&Method::GET, "/readyz") => {
                 if self.shared.snapshot().table.loaded() {
                     text(StatusCode::OK, "ready\n")
                 } else {
-                    text(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "routing table not loaded yet\n",
-                    )
+                    text(StatusCode::SERVICE_UNAVAILABLE, "routing table not loaded yet\n")
                 }
             }
             (&Method::GET, "/metrics") => {
                 let body = self.shared.metrics.render(&self.shared.snapshot());
-                respond(
-                    StatusCode::OK,
-                    "text/plain; version=0.0.4",
-                    body.into_bytes(),
-                )
+                respond(StatusCode::OK, "text/plain; version=0.0.4", body.into_bytes())
             }
             (&Method::GET, "/admin/backends") => json(StatusCode::OK, &self.rows()),
             (&Method::POST, "/admin/drain") | (&Method::POST, "/admin/undrain") => {
@@ -162,26 +132,16 @@ impl AdminApp {
                     );
                 };
                 let drain = path == "/admin/drain";
-                let matched =
-                    self.for_backend(id, param("route"), |e| e.runtime.set_operator_drain(drain));
+                let matched = self.for_backend(id, param("route"), |e| e.runtime.set_operator_drain(drain));
                 if matched == 0 {
-                    return json(
-                        StatusCode::NOT_FOUND,
-                        &serde_json::json!({"detail": format!("no backend {id:?}")}),
-                    );
+                    return json(StatusCode::NOT_FOUND, &serde_json::json!({"detail": format!("no backend {id:?}")}));
                 }
                 tracing::info!(backend = id, drain, "operator drain changed");
-                json(
-                    StatusCode::OK,
-                    &serde_json::json!({"backend": id, "operator_drain": drain}),
-                )
+                json(StatusCode::OK, &serde_json::json!({"backend": id, "operator_drain": drain}))
             }
             (&Method::GET, "/admin/drain-wait") => {
                 let Some(id) = param("backend") else {
-                    return json(
-                        StatusCode::BAD_REQUEST,
-                        &serde_json::json!({"detail": "missing ?backend=ID"}),
-                    );
+                    return json(StatusCode::BAD_REQUEST, &serde_json::json!({"detail": "missing ?backend=ID"}));
                 };
                 let timeout = match param("timeout").map(humantime::parse_duration) {
                     None => Duration::from_secs(30),
@@ -222,19 +182,12 @@ fn respond(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Ve
     if let Ok(v) = http::HeaderValue::from_str(content_type) {
         headers.insert(http::header::CONTENT_TYPE, v);
     }
-    headers.insert(
-        http::header::CONTENT_LENGTH,
-        http::HeaderValue::from(length),
-    );
+    headers.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(length));
     response
 }
 
 fn text(status: StatusCode, body: &str) -> Response<Vec<u8>> {
-    respond(
-        status,
-        "text/plain; charset=utf-8",
-        body.as_bytes().to_vec(),
-    )
+    respond(status, "text/plain; charset=utf-8", body.as_bytes().to_vec())
 }
 
 fn json<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Response<Vec<u8>> {

@@ -42,8 +42,8 @@ impl PinKey {
     /// A key from secret bytes (any length; the config insists on ≥ 16).
     pub fn new(secret: &[u8]) -> PinKey {
         // HMAC accepts keys of any length, so this cannot fail.
-        let mac = <Hmac<Sha256> as Mac>::new_from_slice(secret)
-            .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+        let mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(secret).unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
         PinKey { mac }
     }
 
@@ -80,10 +80,7 @@ impl PinKey {
         }
         let expected = self.digest(b"chk", &bytes[..TAG_LEN]);
         // Constant-time compare: the check is a MAC.
-        let diff = expected[..CHECK_LEN]
-            .iter()
-            .zip(&bytes[TAG_LEN..])
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        let diff = expected[..CHECK_LEN].iter().zip(&bytes[TAG_LEN..]).fold(0u8, |acc, (a, b)| acc | (a ^ b));
         if diff == 0 {
             CookieCheck::Authentic
         } else {
@@ -95,10 +92,7 @@ impl PinKey {
 /// Renders the `Set-Cookie` header value for a route.
 pub fn set_cookie_header(settings: &CookieSettings, path: &str, value: &str) -> String {
     let max_age = settings.max_age.as_secs().max(1);
-    let mut header = format!(
-        "{}={value}; Path={path}; Max-Age={max_age}; HttpOnly",
-        settings.name
-    );
+    let mut header = format!("{}={value}; Path={path}; Max-Age={max_age}; HttpOnly", settings.name);
     if settings.secure {
         header.push_str("; Secure");
     }
@@ -166,19 +160,13 @@ mod tests {
         assert_eq!(key.check(&forged), CookieCheck::Forged);
         assert_eq!(key.check("short"), CookieCheck::Forged);
         assert_eq!(key.check(&"zz".repeat(16)), CookieCheck::Forged);
-        assert_eq!(
-            PinKey::new(b"another key 123456").check(&real),
-            CookieCheck::Forged
-        );
+        assert_eq!(PinKey::new(b"another key 123456").check(&real), CookieCheck::Forged);
     }
 
     #[test]
     fn header_has_max_age_and_path() {
         let h = set_cookie_header(&settings(), "/first-server", "abc");
-        assert_eq!(
-            h,
-            "SKYPILOT_ROUTEID=abc; Path=/first-server; Max-Age=3600; HttpOnly"
-        );
+        assert_eq!(h, "SKYPILOT_ROUTEID=abc; Path=/first-server; Max-Age=3600; HttpOnly");
         let mut s = settings();
         s.secure = true;
         s.same_site = Some(SameSite::Strict);
@@ -187,14 +175,8 @@ mod tests {
 
     #[test]
     fn finds_cookie_among_others() {
-        let headers: Vec<&[u8]> = vec![
-            b"a=1; SKYPILOT_ROUTEID=\"xyz\"; b=2",
-            b"SKYPILOT_ROUTEID=later",
-        ];
-        assert_eq!(
-            find_cookie(headers.into_iter(), "SKYPILOT_ROUTEID"),
-            Some("xyz")
-        );
+        let headers: Vec<&[u8]> = vec![b"a=1; SKYPILOT_ROUTEID=\"xyz\"; b=2", b"SKYPILOT_ROUTEID=later"];
+        assert_eq!(find_cookie(headers.into_iter(), "SKYPILOT_ROUTEID"), Some("xyz"));
         let none: Vec<&[u8]> = vec![b"other=1"];
         assert_eq!(find_cookie(none.into_iter(), "SKYPILOT_ROUTEID"), None);
     }

@@ -17,12 +17,8 @@ pub fn run(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
     let mut listeners = Vec::new();
     for (i, port) in DEMO_PORTS.iter().enumerate() {
         let addr = SocketAddr::from(([127, 0, 0, 1], *port));
-        let listener = std::net::TcpListener::bind(addr).with_context(|| {
-            format!(
-                "demo backend {} cannot listen on {addr} (is another demo running?)",
-                i + 1
-            )
-        })?;
+        let listener = std::net::TcpListener::bind(addr)
+            .with_context(|| format!("demo backend {} cannot listen on {addr} (is another demo running?)", i + 1))?;
         listener.set_nonblocking(true)?;
         listeners.push((format!("api-server-{}", i + 1), listener));
     }
@@ -36,14 +32,8 @@ pub fn run(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
             let tasks = listeners.into_iter().map(|(name, listener)| async move {
                 match tokio::net::TcpListener::from_std(listener) {
                     Ok(l) => {
-                        if let Err(e) = backend::serve(
-                            l,
-                            backend::BackendOptions {
-                                name,
-                                allow_crash: false,
-                            },
-                        )
-                        .await
+                        if let Err(e) =
+                            backend::serve(l, backend::BackendOptions::named(&name), std::future::pending()).await
                         {
                             tracing::error!(error = %e, "demo backend stopped");
                         }
@@ -59,18 +49,11 @@ pub fn run(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
         server: pinroute_config::raw_server(vec![listen.to_string()], Some(admin.to_string())),
         routes: vec![pinroute_config::raw_static_route(
             "/",
-            DEMO_PORTS
-                .iter()
-                .map(|p| format!("127.0.0.1:{p}"))
-                .collect(),
+            DEMO_PORTS.iter().map(|p| format!("127.0.0.1:{p}")).collect(),
         )],
         ..RawConfig::default()
     };
-    let config = Config::from_raw(
-        Path::new("<demo>"),
-        raw,
-        std::env::var("PINROUTE_COOKIE_KEY").ok(),
-    )?;
+    let config = Config::from_raw(Path::new("<demo>"), raw, std::env::var("PINROUTE_COOKIE_KEY").ok())?;
     println!("{}", instructions(listen, admin));
     crate::server::run(config, crate::server::RunOptions::default())
 }

@@ -21,21 +21,13 @@ pub const IDENTITY_HEADERS: [&str; 7] = [
 /// Sets `X-Forwarded-For` (appended), `X-Real-IP`, `X-Forwarded-Proto` and
 /// `X-Forwarded-Host`, and strips client-supplied identity headers. `Host`
 /// is left as the client sent it.
-pub fn apply_forwarding(
-    upstream: &mut RequestHeader,
-    client: Option<IpAddr>,
-    proto: &str,
-) -> Result<()> {
+pub fn apply_forwarding(upstream: &mut RequestHeader, client: Option<IpAddr>, proto: &str) -> Result<()> {
     for name in IDENTITY_HEADERS {
         upstream.remove_header(name);
     }
     if let Some(ip) = client {
         let ip = ip.to_canonical().to_string();
-        let chain = match upstream
-            .headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-        {
+        let chain = match upstream.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
             Some(existing) if !existing.trim().is_empty() => format!("{existing}, {ip}"),
             _ => ip.clone(),
         };
@@ -47,12 +39,7 @@ pub fn apply_forwarding(
         .headers
         .get(http::header::HOST)
         .cloned()
-        .or_else(|| {
-            upstream
-                .uri
-                .authority()
-                .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
-        });
+        .or_else(|| upstream.uri.authority().and_then(|a| http::HeaderValue::from_str(a.as_str()).ok()));
     if let Some(host) = host {
         upstream.insert_header("x-forwarded-host", host)?;
     }
@@ -68,15 +55,11 @@ mod tests {
         let mut req = RequestHeader::build("GET", b"/api/health", None).unwrap();
         req.insert_header("host", "api.example.com").unwrap();
         req.insert_header("x-forwarded-for", "10.1.1.1").unwrap();
-        req.insert_header("x-auth-request-email", "admin@evil")
-            .unwrap();
+        req.insert_header("x-auth-request-email", "admin@evil").unwrap();
         req.insert_header("X-Skypilot-Auth-Mode", "token").unwrap();
         apply_forwarding(&mut req, Some("127.0.0.9".parse().unwrap()), "http").unwrap();
         let get = |n: &str| req.headers.get(n).map(|v| v.to_str().unwrap().to_string());
-        assert_eq!(
-            get("x-forwarded-for").as_deref(),
-            Some("10.1.1.1, 127.0.0.9")
-        );
+        assert_eq!(get("x-forwarded-for").as_deref(), Some("10.1.1.1, 127.0.0.9"));
         assert_eq!(get("x-real-ip").as_deref(), Some("127.0.0.9"));
         assert_eq!(get("x-forwarded-proto").as_deref(), Some("http"));
         assert_eq!(get("x-forwarded-host").as_deref(), Some("api.example.com"));

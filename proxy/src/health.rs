@@ -2,8 +2,9 @@
 //! A pass re-admits a backend that passive failures ejected; a failure
 //! ejects it until the next pass.
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::future::join_all;
@@ -12,6 +13,9 @@ use pingora::services::background::BackgroundService;
 use pinroute_discovery::Lifecycle;
 
 use crate::state::Shared;
+
+/// Granularity of the check schedule.
+const TICK: Duration = Duration::from_millis(100);
 
 /// The background service running every route's checks.
 #[derive(Debug)]
@@ -30,10 +34,7 @@ impl HealthChecker {
         let Some(config) = snapshot.config.routes.get(route) else {
             return Duration::from_secs(5);
         };
-        let (Some(path), Some(table)) = (
-            config.health.path.as_deref(),
-            snapshot.table.routes.get(route),
-        ) else {
+        let (Some(path), Some(table)) = (config.health.path.as_deref(), snapshot.table.routes.get(route)) else {
             return config.health.interval;
         };
         let probes = table.backends.iter().filter(|e| e.discovered.lifecycle != Lifecycle::Gone).map(|entry| {
@@ -59,30 +60,35 @@ impl HealthChecker {
 #[async_trait]
 impl BackgroundService for HealthChecker {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let client = match reqwest::Client::builder()
-            .no_proxy()
-            .pool_max_idle_per_host(1)
-            .build()
-        {
+        let client = match reqwest::Client::builder().no_proxy().pool_max_idle_per_host(1).build() {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(error = %e, "health checks disabled: cannot build HTTP client");
                 return;
             }
         };
-        let routes = self.shared.snapshot().config.routes.len();
-        let loops = (0..routes).map(|route| {
-            let client = &client;
-            async move {
-                loop {
-                    let interval = self.check_route(client, route).await;
-                    tokio::time::sleep(interval).await;
+        // One loop over the routes of the current config (reloads may add or
+        // remove routes), each checked when its own interval has passed.
+        let mut due: HashMap<String, Instant> = HashMap::new();
+        loop {
+            let config = self.shared.config();
+            let now = Instant::now();
+            let mut checks = Vec::new();
+            for (i, r) in config.routes.iter().enumerate() {
+                if due.get(&r.prefix).is_none_or(|at| *at <= now) {
+                    due.insert(r.prefix.clone(), now + r.health.interval);
+                    checks.push(self.check_route(&client, i));
                 }
             }
-        });
-        tokio::select! {
-            _ = join_all(loops) => {}
-            _ = shutdown.changed() => {}
+            due.retain(|prefix, _| config.routes.iter().any(|r| r.prefix == *prefix));
+            tokio::select! {
+                _ = join_all(checks) => {}
+                _ = shutdown.changed() => return,
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(TICK) => {}
+                _ = shutdown.changed() => return,
+            }
         }
     }
 }

@@ -10,12 +10,16 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod affinity;
+pub mod auth;
 pub mod cookie;
 pub mod demo;
 pub mod discovery_service;
 pub mod forwarded;
 pub mod health;
 pub mod metrics;
+pub mod normalize;
+pub mod reload;
 pub mod reply;
 pub mod route;
 pub mod server;

@@ -9,11 +9,7 @@ use pinroute::server::RunOptions;
 use pinroute_config::{raw_server, raw_static_route, Config, RawConfig};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "pinroute",
-    version,
-    about = "Sticky-session reverse proxy for SkyPilot API servers"
-)]
+#[command(name = "pinroute", version, about = "Sticky-session reverse proxy for SkyPilot API servers")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -72,6 +68,12 @@ enum Command {
         /// Let `POST /crash` end the process.
         #[arg(long)]
         allow_crash: bool,
+        /// After SIGTERM, normal service for this long (skypilot: 5000).
+        #[arg(long, default_value_t = 5000)]
+        shutdown_grace_ms: u64,
+        /// Then wait at most this long for ongoing requests (skypilot: 60000).
+        #[arg(long, default_value_t = 60000)]
+        shutdown_wait_ms: u64,
     },
 }
 
@@ -86,50 +88,31 @@ fn main() {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
 fn env_key() -> Option<String> {
-    std::env::var("PINROUTE_COOKIE_KEY")
-        .ok()
-        .filter(|k| !k.is_empty())
+    std::env::var("PINROUTE_COOKIE_KEY").ok().filter(|k| !k.is_empty())
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Run {
-            config: Some(path),
-            upgrade,
-            ..
-        } => {
+        Command::Run { config: Some(path), upgrade, .. } => {
             let config = Config::load(&path, env_key())?;
-            pinroute::server::run(config, RunOptions { upgrade })
+            pinroute::server::run(config, RunOptions { upgrade, config_path: Some(path), env_key: env_key() })
         }
-        Command::Run {
-            config: None,
-            listen,
-            admin,
-            backend,
-            upgrade,
-        } => {
+        Command::Run { config: None, listen, admin, backend, upgrade } => {
             if backend.is_empty() {
                 anyhow::bail!("give --config FILE, or quick mode: --listen ADDR --backend HOST:PORT [--backend ...]");
             }
-            let listen = if listen.is_empty() {
-                vec!["0.0.0.0:8080".to_string()]
-            } else {
-                listen
-            };
+            let listen = if listen.is_empty() { vec!["0.0.0.0:8080".to_string()] } else { listen };
             let raw = RawConfig {
                 server: raw_server(listen, admin),
                 routes: vec![raw_static_route("/", backend)],
                 ..RawConfig::default()
             };
             let config = Config::from_raw(Path::new("<command line>"), raw, env_key())?;
-            pinroute::server::run(config, RunOptions { upgrade })
+            pinroute::server::run(config, RunOptions { upgrade, ..RunOptions::default() })
         }
         Command::Check { config } => {
             let parsed = Config::load(&config, env_key())?;
@@ -143,24 +126,23 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Demo { listen, admin } => pinroute::demo::run(listen, admin),
         Command::Backends { admin } => print_backends(&admin),
-        Command::DemoBackend {
-            listen,
-            name,
-            allow_crash,
-        } => {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
+        Command::DemoBackend { listen, name, allow_crash, shutdown_grace_ms, shutdown_wait_ms } => {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::bind(listen)
-                    .await
-                    .with_context(|| format!("binding {listen}"))?;
+                let listener =
+                    tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+                let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
                 // The tests read this line to learn the port.
                 println!("listening on {}", listener.local_addr()?);
-                pinroute::demo::backend::serve(
-                    listener,
-                    pinroute::demo::backend::BackendOptions { name, allow_crash },
-                )
+                let options = pinroute::demo::backend::BackendOptions {
+                    name,
+                    allow_crash,
+                    shutdown_grace: std::time::Duration::from_millis(shutdown_grace_ms),
+                    shutdown_wait: std::time::Duration::from_millis(shutdown_wait_ms),
+                };
+                pinroute::demo::backend::serve(listener, options, async move {
+                    sigterm.recv().await;
+                })
                 .await?;
                 Ok(())
             })
@@ -169,9 +151,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn print_backends(admin: &str) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let url = format!("{}/admin/backends", admin.trim_end_matches('/'));
     let rows: Vec<pinroute::admin::BackendRow> = runtime.block_on(async {
         reqwest::get(&url)

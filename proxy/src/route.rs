@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use pinroute_config::{AllCordoned, Config};
-use pinroute_discovery::{BackendEntry, BackendState};
+use pinroute_discovery::{BackendEntry, BackendState, Lifecycle};
 
 use crate::snapshot::{mix, stable_hash, RouteView, Snapshot};
 
@@ -42,6 +42,9 @@ pub enum PinOutcome {
     New,
     /// Its cookie's backend is unusable: re-pinned, cookie reissued.
     Repinned,
+    /// Sent to the backend that owns the request's id; the client's cookie
+    /// is left as it is.
+    RequestId,
 }
 
 impl PinOutcome {
@@ -51,6 +54,7 @@ impl PinOutcome {
             PinOutcome::Pinned => "pinned",
             PinOutcome::New => "new",
             PinOutcome::Repinned => "repinned",
+            PinOutcome::RequestId => "request_id",
         }
     }
 }
@@ -102,11 +106,7 @@ pub fn route(facts: &RequestFacts<'_>, snapshot: &Snapshot, now: Instant) -> Dec
         return Decision::Unavailable;
     };
     let usable = |i: usize| !facts.exclude.contains(&i);
-    let drain_timeout = snapshot
-        .config
-        .routes
-        .get(facts.route)
-        .and_then(|r| r.drain_timeout);
+    let drain_timeout = snapshot.config.routes.get(facts.route).and_then(|r| r.drain_timeout);
 
     let stale = match facts.pin {
         ClientPin::Authentic(value) => {
@@ -120,52 +120,45 @@ pub fn route(facts: &RequestFacts<'_>, snapshot: &Snapshot, now: Instant) -> Dec
         ClientPin::None | ClientPin::Forged => None,
     };
 
-    let all_cordoned = snapshot
-        .config
-        .routes
-        .get(facts.route)
-        .map_or(AllCordoned::Reject, |r| r.when_all_cordoned);
-    let mut picked = pick(
-        &table.backends,
-        view,
-        now,
-        BackendState::Ready,
-        &usable,
-        stale,
-        facts.random,
-    );
+    let all_cordoned = snapshot.config.routes.get(facts.route).map_or(AllCordoned::Reject, |r| r.when_all_cordoned);
+    let mut picked = pick(&table.backends, view, now, BackendState::Ready, &usable, stale, facts.random);
     if picked.is_none() && all_cordoned == AllCordoned::ServeDraining {
-        picked = pick(
-            &table.backends,
-            view,
-            now,
-            BackendState::Draining,
-            &usable,
-            stale,
-            facts.random,
-        );
+        picked = pick(&table.backends, view, now, BackendState::Draining, &usable, stale, facts.random);
     }
     match picked {
         None => Decision::Unavailable,
-        Some(i) => forward(
-            facts.route,
-            i,
-            if stale.is_some() {
-                PinOutcome::Repinned
-            } else {
-                PinOutcome::New
-            },
-        ),
+        Some(i) => forward(facts.route, i, if stale.is_some() { PinOutcome::Repinned } else { PinOutcome::New }),
     }
+}
+
+/// The backend owning a request id, when it may still serve it (Ready or
+/// Draining: a draining pod serves its own requests to their end).
+pub fn owner_of(snapshot: &Snapshot, route: usize, identity: &str, now: Instant) -> Option<usize> {
+    let index = *snapshot.views.get(route)?.by_identity.get(identity)?;
+    let entry = snapshot.table.routes.get(route)?.backends.get(index)?;
+    entry.state(now).serves_pinned().then_some(index)
+}
+
+/// Another backend that may know an unknown request id: the first Ready or
+/// Draining one not tried yet.
+pub fn next_owner_candidate(snapshot: &Snapshot, route: usize, tried: &[usize], now: Instant) -> Option<usize> {
+    let table = snapshot.table.routes.get(route)?;
+    (0..table.backends.len()).find(|i| !tried.contains(i) && table.backends[*i].state(now).serves_pinned())
+}
+
+/// Whether a Ready backend not tried yet exists (somewhere to replay to).
+pub fn has_ready_besides(snapshot: &Snapshot, route: usize, tried: &[usize], now: Instant) -> bool {
+    snapshot.table.routes.get(route).is_some_and(|t| {
+        t.backends.iter().enumerate().any(|(i, b)| !tried.contains(&i) && b.state(now) == BackendState::Ready)
+    })
 }
 
 /// Ready, or Draining for less than the route's `drain_timeout`: after it,
 /// pinned clients move on their next request (open streams still run on).
-fn serves_pinned(
-    entry: &BackendEntry,
-    drain_timeout: Option<std::time::Duration>,
-    now: Instant,
-) -> bool {
+fn serves_pinned(entry: &BackendEntry, drain_timeout: Option<std::time::Duration>, now: Instant) -> bool {
+    if entry.discovered.lifecycle == Lifecycle::Retiring {
+        return false;
+    }
     match entry.state(now) {
         BackendState::Ready => true,
         BackendState::Draining => match (drain_timeout, entry.draining_for(now)) {
@@ -177,11 +170,7 @@ fn serves_pinned(
 }
 
 fn forward(route: usize, backend: usize, pin: PinOutcome) -> Decision {
-    Decision::Forward(Forward {
-        route,
-        backend,
-        pin,
-    })
+    Decision::Forward(Forward { route, backend, pin })
 }
 
 /// Picks a backend in state `want`: by rendezvous hashing of the stale
@@ -200,9 +189,7 @@ fn pick(
     let eligible = |i: usize| usable(i) && backends[i].state(now) == want;
     if let Some(value) = stale {
         let key = stable_hash(value.as_bytes());
-        return (0..backends.len())
-            .filter(|&i| eligible(i))
-            .max_by_key(|&i| mix(key ^ view.pin_hashes[i]));
+        return (0..backends.len()).filter(|&i| eligible(i)).max_by_key(|&i| mix(key ^ view.pin_hashes[i]));
     }
     two_choices(backends, random, &eligible)
 }
@@ -210,11 +197,7 @@ fn pick(
 /// Power of two choices: the less loaded of two random eligible backends.
 /// Samples a few random indices first (O(1) when most backends are
 /// eligible), and falls back to a full scan when sampling finds fewer than two.
-fn two_choices(
-    backends: &[BackendEntry],
-    random: u64,
-    eligible: &impl Fn(usize) -> bool,
-) -> Option<usize> {
+fn two_choices(backends: &[BackendEntry], random: u64, eligible: &impl Fn(usize) -> bool) -> Option<usize> {
     let n = backends.len();
     if n == 0 {
         return None;
@@ -246,13 +229,7 @@ fn two_choices(
         }
     }
     let [a, b] = found;
-    Some(
-        if backends[b].runtime.in_flight() < backends[a].runtime.in_flight() {
-            b
-        } else {
-            a
-        },
-    )
+    Some(if backends[b].runtime.in_flight() < backends[a].runtime.in_flight() { b } else { a })
 }
 
 #[cfg(test)]

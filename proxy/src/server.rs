@@ -10,22 +10,26 @@ use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{ExecutionPhase, Server};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
-use pinroute_config::{BackendSource, Config};
-use pinroute_discovery::{static_backends, DiscoveryEvent};
+use pinroute_config::Config;
 
 use crate::admin::AdminApp;
 use crate::cookie::PinKey;
 use crate::discovery_service::KubeDiscovery;
 use crate::health::HealthChecker;
 use crate::metrics::Metrics;
+use crate::reload::Reloader;
 use crate::service::Pinroute;
 use crate::state::Shared;
 
 /// How a run starts.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     /// Take the listeners over from a running instance (SIGQUIT hand-off).
     pub upgrade: bool,
+    /// The config file, for reloads (SIGHUP or file change); `None` in quick mode.
+    pub config_path: Option<std::path::PathBuf>,
+    /// `PINROUTE_COOKIE_KEY`, for reloads.
+    pub env_key: Option<String>,
 }
 
 /// Builds the shared state for `config` and publishes its static routes.
@@ -37,22 +41,7 @@ pub fn build_state(config: Arc<Config>) -> anyhow::Result<Arc<Shared>> {
             PinKey::random()
         }
     };
-    let shared = Shared::new(
-        config.clone(),
-        key,
-        Metrics::new().context("registering metrics")?,
-    );
-    let publisher = shared.publisher().context("publisher missing")?.clone();
-    for (route, rc) in config.routes.iter().enumerate() {
-        match &rc.source {
-            BackendSource::Static(list) => publisher.publish(DiscoveryEvent::Replace {
-                route,
-                backends: static_backends(list),
-            }),
-            // Listed by the pod watch once the server runs (see KubeDiscovery).
-            BackendSource::Kubernetes(_) => {}
-        }
-    }
+    let shared = Shared::new(config.clone(), key, Metrics::new().context("registering metrics")?);
     Ok(shared)
 }
 
@@ -65,20 +54,14 @@ pub fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
         threads: config.server.threads,
         grace_period_seconds: Some(config.server.grace_period.as_secs().max(1)),
         graceful_shutdown_timeout_seconds: Some(5),
-        max_retries: config
-            .routes
-            .iter()
-            .map(|r| r.connect_tries)
-            .max()
-            .unwrap_or(1),
+        // Connect tries are bounded per route by the service; this bounds every
+        // attempt of a request (connect retries, request-id probes, one replay).
+        max_retries: config.routes.iter().map(|r| r.connect_tries).max().unwrap_or(1) + 9,
         upgrade_sock: config.server.upgrade_sock.to_string_lossy().into_owned(),
         pid_file: config.server.pid_file.to_string_lossy().into_owned(),
         ..ServerConf::default()
     };
-    let opt = Opt {
-        upgrade: options.upgrade,
-        ..Opt::default()
-    };
+    let opt = Opt { upgrade: options.upgrade, ..Opt::default() };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
@@ -96,13 +79,14 @@ pub fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
         service.add_tcp(&admin.to_string());
         server.add_service(service);
     }
-    if let Some(kube) = KubeDiscovery::for_config(shared.clone()) {
-        server.add_service(background_service("kubernetes discovery", kube));
+    if let Some(path) = options.config_path.clone() {
+        server.add_service(background_service(
+            "config reload",
+            Reloader::new(shared.clone(), path, options.env_key.clone()),
+        ));
     }
-    server.add_service(background_service(
-        "health checks",
-        HealthChecker::new(shared.clone()),
-    ));
+    server.add_service(background_service("kubernetes discovery", KubeDiscovery::new(shared.clone())));
+    server.add_service(background_service("health checks", HealthChecker::new(shared.clone())));
 
     exit_when_drained(&server, shared, config.server.grace_period);
     tracing::info!(listen = ?config.server.listen, admin = ?config.server.admin, routes = config.routes.len(), "pinroute starting");
@@ -127,13 +111,8 @@ fn exit_when_drained(server: &Server, shared: Arc<Shared>, grace: Duration) {
         std::thread::sleep(Duration::from_millis(200));
         while Instant::now() < deadline {
             let snapshot = shared.snapshot();
-            let busy: usize = snapshot
-                .table
-                .routes
-                .iter()
-                .flat_map(|r| &r.backends)
-                .map(|b| b.runtime.in_flight())
-                .sum();
+            let busy: usize =
+                snapshot.table.routes.iter().flat_map(|r| &r.backends).map(|b| b.runtime.in_flight()).sum();
             if busy == 0 {
                 tracing::info!("no request in flight; exiting");
                 std::process::exit(0);

@@ -13,14 +13,21 @@ use pingora::protocols::Digest;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType};
-use pinroute_discovery::InFlightGuard;
+use pinroute_discovery::{BackendState, InFlightGuard};
 
+use crate::affinity::request_id_of;
 use crate::cookie::{find_cookie, set_cookie_header, CookieCheck};
 use crate::forwarded::apply_forwarding;
 use crate::reply;
-use crate::route::{match_route, route, ClientPin, Decision, Forward, PinOutcome, RequestFacts};
+use crate::route::{
+    has_ready_besides, match_route, next_owner_candidate, owner_of, route, ClientPin, Decision, Forward, PinOutcome,
+    RequestFacts,
+};
 use crate::snapshot::Snapshot;
 use crate::state::Shared;
+
+/// Most backends asked for an unknown request id.
+const MAX_ID_PROBES: usize = 8;
 
 /// How often a held request re-checks for a Ready backend, besides table publishes.
 const HOLD_POLL: Duration = Duration::from_millis(100);
@@ -40,6 +47,18 @@ pub struct RequestCtx {
     body_bytes: u64,
     client: Option<IpAddr>,
     local_status: Option<u16>,
+    /// Path relative to the route prefix: what the SkyPilot server sees.
+    rel_path: String,
+    /// The request id of an `/api/get|stream|status|cancel` call.
+    request_id: Option<String>,
+    /// Whether the proxy knew which backend owns `request_id`.
+    id_known: bool,
+    /// Next backend to ask for an unknown request id after a 404.
+    fallback: Option<usize>,
+    /// Set by a response filter that asks for the request to go elsewhere.
+    retry_reason: Option<&'static str>,
+    /// A draining backend's 503 was replayed once already.
+    replayed: bool,
 }
 
 /// The proxy.
@@ -57,34 +76,23 @@ impl Pinroute {
     fn decide(&self, ctx: &RequestCtx, snapshot: &Snapshot, route_index: usize) -> Decision {
         let pin = match ctx.cookie.as_deref() {
             None => ClientPin::None,
-            Some(value) => match self.shared.key().check(value) {
+            Some(value) => match snapshot.key.check(value) {
                 CookieCheck::Authentic => ClientPin::Authentic(value),
                 CookieCheck::Forged => ClientPin::Forged,
             },
         };
-        let facts = RequestFacts {
-            route: route_index,
-            pin,
-            exclude: &ctx.tried,
-            random: rand::random(),
-        };
+        let facts = RequestFacts { route: route_index, pin, exclude: &ctx.tried, random: rand::random() };
         route(&facts, snapshot, Instant::now())
     }
 
     /// Waits up to the route's `hold_for` for a Ready backend (Recreate
     /// upgrades: the only pod is being replaced). Bounded by `hold_max`.
     async fn hold(&self, ctx: &RequestCtx, route_index: usize) -> Option<(Arc<Snapshot>, Forward)> {
-        let config = ctx
-            .snapshot
-            .as_ref()?
-            .config
-            .routes
-            .get(route_index)?
-            .clone();
+        let config = ctx.snapshot.as_ref()?.config.routes.get(route_index)?.clone();
         if config.hold_for.is_zero() {
             return None;
         }
-        let _permit = self.shared.try_hold(route_index, config.hold_max)?;
+        let _permit = self.shared.try_hold(&config.prefix, config.hold_max)?;
         let deadline = tokio::time::Instant::now() + config.hold_for;
         loop {
             let changed = self.shared.table_changed.notified();
@@ -101,43 +109,88 @@ impl Pinroute {
     }
 
     fn commit(&self, ctx: &mut RequestCtx, snapshot: &Snapshot, forward: Forward) {
-        let Some(entry) = snapshot
-            .table
-            .routes
-            .get(forward.route)
-            .and_then(|r| r.backends.get(forward.backend))
-        else {
+        let Some(entry) = snapshot.table.routes.get(forward.route).and_then(|r| r.backends.get(forward.backend)) else {
             return;
         };
         ctx.guard = Some(entry.runtime.begin());
         ctx.backend_id = Some(entry.discovered.id.clone());
-        if forward.pin == PinOutcome::Pinned {
+        if forward.pin == PinOutcome::RequestId {
+            ctx.set_cookie = None;
+        } else if forward.pin == PinOutcome::Pinned {
             if let Some(ip) = ctx.client {
                 entry.runtime.note_pinned_client(ip, Instant::now());
             }
             ctx.set_cookie = None;
-        } else if let (Some(value), Some(route)) = (
-            snapshot.views[forward.route].pins.get(forward.backend),
-            snapshot.config.routes.get(forward.route),
-        ) {
-            ctx.set_cookie = Some((
-                set_cookie_header(&snapshot.config.cookie, &route.prefix, value),
-                forward.pin,
-            ));
+        } else if let (Some(value), Some(route)) =
+            (snapshot.views[forward.route].pins.get(forward.backend), snapshot.config.routes.get(forward.route))
+        {
+            ctx.set_cookie = Some((set_cookie_header(&snapshot.config.cookie, &route.prefix, value), forward.pin));
         }
         ctx.current = Some(forward);
     }
 
+    /// Whether this answer should not reach the client because another
+    /// backend can do better: an unknown request id the backend does not have
+    /// (404 to an idempotent `/api/get` or `/api/stream`: ask the next one),
+    /// or a draining backend refusing new work unexecuted (skypilot's
+    /// shutdown 503 on a non-`/api/` path: re-pin and replay once).
+    fn retry_elsewhere(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+        status: u16,
+        now: Instant,
+    ) -> Option<&'static str> {
+        let (snapshot, forward) = (ctx.snapshot.clone()?, ctx.current?);
+        let config = snapshot.config.routes.get(forward.route)?;
+        let entry = snapshot.table.routes.get(forward.route)?.backends.get(forward.backend)?;
+        let mut tried = ctx.tried.clone();
+        tried.push(forward.backend);
+        let is_get = session.req_header().method == http::Method::GET;
+        let id_path = matches!(ctx.rel_path.as_str(), "/api/get" | "/api/stream");
+        if status == 404
+            && is_get
+            && id_path
+            && ctx.request_id.is_some()
+            && !ctx.id_known
+            && tried.len() < MAX_ID_PROBES
+        {
+            let next = next_owner_candidate(&snapshot, forward.route, &tried, now)?;
+            ctx.tried = tried;
+            ctx.fallback = Some(next);
+            return Some("request_id_404");
+        }
+        let refused =
+            status == 503 && config.replay_on_draining_503 && !ctx.replayed && !ctx.rel_path.starts_with("/api/");
+        if refused
+            && entry.state(now) == BackendState::Draining
+            && !session.as_ref().retry_buffer_truncated()
+            && has_ready_besides(&snapshot, forward.route, &tried, now)
+        {
+            tracing::info!(backend = %entry.discovered.id, path = %ctx.rel_path, "draining backend refused the request; replaying on a ready one");
+            ctx.tried = tried;
+            ctx.replayed = true;
+            return Some("draining_503");
+        }
+        None
+    }
+
     fn route_label(ctx: &RequestCtx) -> String {
         match (&ctx.snapshot, ctx.route) {
-            (Some(s), Some(r)) => s
-                .config
-                .routes
-                .get(r)
-                .map(|c| c.prefix.clone())
-                .unwrap_or_default(),
+            (Some(s), Some(r)) => s.config.routes.get(r).map(|c| c.prefix.clone()).unwrap_or_default(),
             _ => String::new(),
         }
+    }
+}
+
+/// The path below the route prefix, as the backend sees it.
+fn relative_path<'a>(prefix: &str, path: &'a str) -> &'a str {
+    if prefix == "/" {
+        return path;
+    }
+    match path.strip_prefix(prefix) {
+        Some("") | None => "/",
+        Some(rest) => rest,
     }
 }
 
@@ -182,15 +235,18 @@ impl ProxyHttp for Pinroute {
             body_bytes: 0,
             client: None,
             local_status: None,
+            rel_path: String::new(),
+            request_id: None,
+            id_known: false,
+            fallback: None,
+            retry_reason: None,
+            replayed: false,
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let snapshot = self.shared.snapshot();
-        ctx.client = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
+        ctx.client = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
         if let Some(problem) = framing_problem(session) {
             ctx.local_status = Some(400);
             reply::json(session, 400, problem, &[]).await?;
@@ -211,23 +267,28 @@ impl ProxyHttp for Pinroute {
             .and_then(|v| v.trim().parse::<u64>().ok());
         if declared.is_some_and(|len| len > route_config.max_body) {
             ctx.local_status = Some(413);
-            let detail = format!(
-                "Request body larger than the limit of {} bytes.",
-                route_config.max_body
-            );
+            let detail = format!("Request body larger than the limit of {} bytes.", route_config.max_body);
             reply::json(session, 413, &detail, &[]).await?;
             return Ok(true);
         }
         ctx.cookie = find_cookie(
-            header
-                .headers
-                .get_all(http::header::COOKIE)
-                .iter()
-                .map(|v| v.as_bytes()),
+            header.headers.get_all(http::header::COOKIE).iter().map(|v| v.as_bytes()),
             &snapshot.config.cookie.name,
         )
         .map(str::to_string);
         ctx.snapshot = Some(snapshot.clone());
+        let header = session.req_header();
+        ctx.rel_path = relative_path(&snapshot.config.routes[route_index].prefix, header.uri.path()).to_string();
+        ctx.request_id = request_id_of(&ctx.rel_path, header.uri.query());
+        if let Some(owner) = ctx.request_id.as_deref().and_then(|id| self.shared.request_ids.lookup(id, Instant::now()))
+        {
+            ctx.id_known = true;
+            if let Some(backend) = owner_of(&snapshot, route_index, &owner, Instant::now()) {
+                self.shared.metrics.request_id_routed.inc();
+                self.commit(ctx, &snapshot, Forward { route: route_index, backend, pin: PinOutcome::RequestId });
+                return Ok(false);
+            }
+        }
         match self.decide(ctx, &snapshot, route_index) {
             Decision::Forward(forward) => self.commit(ctx, &snapshot, forward),
             Decision::Unavailable => match self.hold(ctx, route_index).await {
@@ -251,34 +312,27 @@ impl ProxyHttp for Pinroute {
         Ok(false)
     }
 
-    async fn upstream_peer(
-        &self,
-        session: &mut Session,
-        ctx: &mut RequestCtx,
-    ) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
         let needs_new = ctx.current.is_none_or(|f| ctx.tried.contains(&f.backend));
         if needs_new {
-            // A retry after a connect failure: decide again on the latest table.
-            let snapshot = self.shared.snapshot();
-            let route_index = ctx
-                .route
-                .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route decided"))?;
-            match self.decide(ctx, &snapshot, route_index) {
+            // Another attempt (connect failure, refused or unknown-id answer):
+            // decided on the request's own snapshot, whose indices `tried` uses.
+            let snapshot =
+                ctx.snapshot.clone().ok_or_else(|| Error::explain(ErrorType::InternalError, "no snapshot"))?;
+            let route_index = ctx.route.ok_or_else(|| Error::explain(ErrorType::InternalError, "no route decided"))?;
+            let decision = match ctx.fallback.take() {
+                Some(backend) => Decision::Forward(Forward { route: route_index, backend, pin: PinOutcome::RequestId }),
+                None => self.decide(ctx, &snapshot, route_index),
+            };
+            match decision {
                 Decision::Forward(forward) => self.commit(ctx, &snapshot, forward),
                 Decision::Unavailable => {
-                    return Err(Error::explain(
-                        ErrorType::HTTPStatus(503),
-                        "no backend left to try",
-                    ));
+                    return Err(Error::explain(ErrorType::HTTPStatus(503), "no backend left to try"));
                 }
             }
-            ctx.snapshot = Some(snapshot);
         }
         let (Some(snapshot), Some(forward)) = (&ctx.snapshot, ctx.current) else {
-            return Err(Error::explain(
-                ErrorType::InternalError,
-                "no backend decided",
-            ));
+            return Err(Error::explain(ErrorType::InternalError, "no backend decided"));
         };
         let entry = &snapshot.table.routes[forward.route].backends[forward.backend];
         let timeouts = snapshot.config.routes[forward.route].timeouts;
@@ -286,11 +340,7 @@ impl ProxyHttp for Pinroute {
         peer.options.connection_timeout = Some(timeouts.connect);
         peer.options.write_timeout = Some(timeouts.write);
         // Upgraded connections (SSH tunnels) may sit idle for hours.
-        peer.options.read_timeout = if session.is_upgrade_req() {
-            None
-        } else {
-            Some(timeouts.read)
-        };
+        peer.options.read_timeout = if session.is_upgrade_req() { None } else { Some(timeouts.read) };
         Ok(Box::new(peer))
     }
 
@@ -302,28 +352,44 @@ impl ProxyHttp for Pinroute {
         mut e: Box<Error>,
     ) -> Box<Error> {
         let Some(forward) = ctx.current else { return e };
-        if let Some(entry) = ctx.snapshot.as_ref().and_then(|s| {
-            s.table
-                .routes
-                .get(forward.route)?
-                .backends
-                .get(forward.backend)
-        }) {
+        if let Some(entry) =
+            ctx.snapshot.as_ref().and_then(|s| s.table.routes.get(forward.route)?.backends.get(forward.backend))
+        {
             entry.runtime.record_connect_failure(Instant::now());
             tracing::warn!(backend = %entry.discovered.id, error = %e, "connect failed; backend ejected");
         }
         ctx.tried.push(forward.backend);
         ctx.guard = None;
-        let tries = ctx
-            .snapshot
-            .as_ref()
-            .and_then(|s| s.config.routes.get(forward.route))
-            .map_or(1, |r| r.connect_tries);
+        let tries =
+            ctx.snapshot.as_ref().and_then(|s| s.config.routes.get(forward.route)).map_or(1, |r| r.connect_tries);
         // Nothing reached the backend: any method may go elsewhere.
         let retry = ctx.tried.len() < tries;
         e.set_retry(retry);
         if retry {
             self.shared.metrics.retries.inc();
+        }
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        if let Some(reason) = ctx.retry_reason.take() {
+            // Our own, narrower guard: the backend answered without executing
+            // (refused while draining) or without knowing the id (a GET), and
+            // the whole body is in the retry buffer.
+            self.shared.metrics.replays.with_label_values(&[reason]).inc();
+            e.set_retry(true);
+        } else if !session.req_header().method.is_idempotent() || session.as_ref().retry_buffer_truncated() {
+            e.set_retry(false);
+        } else {
+            e.retry.decide_reuse(client_reused);
         }
         e
     }
@@ -344,10 +410,7 @@ impl ProxyHttp for Pinroute {
                 .and_then(|(s, r)| s.config.routes.get(r))
                 .map_or(u64::MAX, |r| r.max_body);
             if ctx.body_bytes > limit {
-                return Err(Error::explain(
-                    ErrorType::HTTPStatus(413),
-                    "request body over max_body",
-                ));
+                return Err(Error::explain(ErrorType::HTTPStatus(413), "request body over max_body"));
             }
         }
         Ok(())
@@ -359,24 +422,18 @@ impl ProxyHttp for Pinroute {
         upstream: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let proto = if session
-            .digest()
-            .and_then(|d: &Digest| d.ssl_digest.as_ref())
-            .is_some()
-        {
-            "https"
-        } else {
-            "http"
-        };
+        let proto =
+            if session.digest().and_then(|d: &Digest| d.ssl_digest.as_ref()).is_some() { "https" } else { "http" };
         apply_forwarding(upstream, ctx.client, proto)
     }
 
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        let now = Instant::now();
         if let Some(entry) = ctx
             .snapshot
             .as_ref()
@@ -384,6 +441,21 @@ impl ProxyHttp for Pinroute {
             .and_then(|(s, f)| s.table.routes.get(f.route)?.backends.get(f.backend))
         {
             entry.runtime.record_success();
+            let identity = &entry.discovered.identity;
+            for name in ["x-skypilot-request-id", "x-skypilot-stream-request-id"] {
+                if let Some(id) = response.headers.get(name).and_then(|v| v.to_str().ok()) {
+                    self.shared.request_ids.learn(id, identity, now);
+                }
+            }
+            if let (Some(id), false) = (&ctx.request_id, ctx.id_known || response.status == http::StatusCode::NOT_FOUND)
+            {
+                // An unknown id this backend answered for: it owns it.
+                self.shared.request_ids.learn(id, identity, now);
+            }
+        }
+        if let Some(reason) = self.retry_elsewhere(session, ctx, response.status.as_u16(), now) {
+            ctx.retry_reason = Some(reason);
+            return Err(Error::explain(ErrorType::HTTPStatus(response.status.as_u16()), reason));
         }
         let upgraded = response.status == http::StatusCode::SWITCHING_PROTOCOLS;
         let chunked = response.headers.get(http::header::CONTENT_LENGTH).is_none()
@@ -399,97 +471,49 @@ impl ProxyHttp for Pinroute {
         }
         if let Some((cookie, outcome)) = ctx.set_cookie.take() {
             response.append_header(http::header::SET_COOKIE, cookie)?;
-            let reason = if outcome == PinOutcome::New {
-                "new"
-            } else {
-                "repin"
-            };
-            self.shared
-                .metrics
-                .cookies_issued
-                .with_label_values(&[reason])
-                .inc();
+            let reason = if outcome == PinOutcome::New { "new" } else { "repin" };
+            self.shared.metrics.cookies_issued.with_label_values(&[reason]).inc();
         }
         Ok(())
     }
 
-    async fn fail_to_proxy(
-        &self,
-        session: &mut Session,
-        e: &Error,
-        ctx: &mut RequestCtx,
-    ) -> FailToProxy {
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
         let (code, detail) = match e.etype() {
             ErrorType::HTTPStatus(413) => (413, "Request body larger than the limit.".to_string()),
-            ErrorType::HTTPStatus(503) => (
-                503,
-                "No API server is available right now; please retry shortly.".to_string(),
-            ),
+            ErrorType::HTTPStatus(503) => {
+                (503, "No API server is available right now; please retry shortly.".to_string())
+            }
             ErrorType::HTTPStatus(code) => (*code, format!("Request failed ({code}).")),
             ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
                 (504, format!("Upstream timed out: {}", e.etype().as_str()))
             }
             _ => match e.esource() {
-                ErrorSource::Upstream => (
-                    502,
-                    format!(
-                        "Bad gateway: the API server failed ({}).",
-                        e.etype().as_str()
-                    ),
-                ),
+                ErrorSource::Upstream => (502, format!("Bad gateway: the API server failed ({}).", e.etype().as_str())),
                 ErrorSource::Downstream => match e.etype() {
-                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => {
-                        (0, String::new())
-                    }
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => (0, String::new()),
                     _ => (400, "Bad request.".to_string()),
                 },
-                ErrorSource::Internal | ErrorSource::Unset => {
-                    (500, "Internal proxy error.".to_string())
-                }
+                ErrorSource::Internal | ErrorSource::Unset => (500, "Internal proxy error.".to_string()),
             },
         };
         ctx.local_status = Some(code);
         if code > 0 && session.response_written().is_none() {
-            let extra: &[(&str, &str)] = if code == 503 {
-                &[("retry-after", "5")]
-            } else {
-                &[]
-            };
+            let extra: &[(&str, &str)] = if code == 503 { &[("retry-after", "5")] } else { &[] };
             if let Err(write) = reply::json(session, code, &detail, extra).await {
                 tracing::debug!(error = %write, "could not write error response");
             }
         }
-        FailToProxy {
-            error_code: code,
-            can_reuse_downstream: false,
-        }
+        FailToProxy { error_code: code, can_reuse_downstream: false }
     }
 
-    async fn logging(
-        &self,
-        session: &mut Session,
-        error: Option<&pingora::Error>,
-        ctx: &mut RequestCtx,
-    ) {
-        let status = session
-            .response_written()
-            .map(|r| r.status.as_u16())
-            .or(ctx.local_status)
-            .unwrap_or(0);
+    async fn logging(&self, session: &mut Session, error: Option<&pingora::Error>, ctx: &mut RequestCtx) {
+        let status = session.response_written().map(|r| r.status.as_u16()).or(ctx.local_status).unwrap_or(0);
         let route = Self::route_label(ctx);
         let backend = ctx.backend_id.as_deref().unwrap_or("-");
         let elapsed = ctx.start.elapsed();
         let code = status.to_string();
-        self.shared
-            .metrics
-            .requests
-            .with_label_values(&[route.as_str(), backend, code.as_str()])
-            .inc();
-        self.shared
-            .metrics
-            .duration
-            .with_label_values(&[route.as_str()])
-            .observe(elapsed.as_secs_f64());
+        self.shared.metrics.requests.with_label_values(&[route.as_str(), backend, code.as_str()]).inc();
+        self.shared.metrics.duration.with_label_values(&[route.as_str()]).observe(elapsed.as_secs_f64());
         let decision = ctx.current.map_or("local", |f| f.pin.as_str());
         let header = session.req_header();
         tracing::info!(

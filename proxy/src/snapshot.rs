@@ -19,6 +19,8 @@ pub struct RouteView {
     pub pins: Vec<Arc<str>>,
     /// Backend index → a 64-bit hash of its cookie value, for rendezvous.
     pub pin_hashes: Vec<u64>,
+    /// Backend identity → index (request-id affinity).
+    pub by_identity: HashMap<Arc<str>, usize>,
 }
 
 /// A stable 64-bit hash (FNV-1a then a splitmix finaliser): the same on every
@@ -50,6 +52,8 @@ pub struct Snapshot {
     pub table: Arc<RoutingTable>,
     /// Cookie indexes, one per route.
     pub views: Vec<RouteView>,
+    /// The key the cookie values were made with (checks received cookies).
+    pub key: PinKey,
 }
 
 /// Remembers cookie values by identity so a republish does not rehash every
@@ -63,10 +67,7 @@ pub struct PinCache {
 impl PinCache {
     /// A cache over `key`.
     pub fn new(key: PinKey) -> PinCache {
-        PinCache {
-            key,
-            values: Mutex::new(HashMap::new()),
-        }
+        PinCache { key, values: Mutex::new(HashMap::new()) }
     }
 
     /// The key, for checking received cookies.
@@ -75,10 +76,7 @@ impl PinCache {
     }
 
     fn pin(&self, cache: &mut HashMap<Arc<str>, Arc<str>>, identity: &Arc<str>) -> Arc<str> {
-        cache
-            .entry(identity.clone())
-            .or_insert_with(|| self.key.pin(identity).into())
-            .clone()
+        cache.entry(identity.clone()).or_insert_with(|| self.key.pin(identity).into()).clone()
     }
 }
 
@@ -90,38 +88,22 @@ impl Snapshot {
             .routes
             .iter()
             .map(|route| {
-                let values: Vec<Arc<str>> = route
-                    .backends
-                    .iter()
-                    .map(|b| pins.pin(&mut cache, &b.discovered.identity))
-                    .collect();
-                let by_pin = values
-                    .iter()
-                    .enumerate()
-                    .map(|(i, v)| (v.clone(), i))
-                    .collect();
+                let values: Vec<Arc<str>> =
+                    route.backends.iter().map(|b| pins.pin(&mut cache, &b.discovered.identity)).collect();
+                let by_pin = values.iter().enumerate().map(|(i, v)| (v.clone(), i)).collect();
                 let pin_hashes = values.iter().map(|v| stable_hash(v.as_bytes())).collect();
-                RouteView {
-                    by_pin,
-                    pins: values,
-                    pin_hashes,
-                }
+                let by_identity =
+                    route.backends.iter().enumerate().map(|(i, b)| (b.discovered.identity.clone(), i)).collect();
+                RouteView { by_pin, pins: values, pin_hashes, by_identity }
             })
             .collect();
         // Forget identities no longer in the table so the cache stays bounded.
         if cache.len() > 2 * table.routes.iter().map(|r| r.backends.len()).sum::<usize>() + 64 {
-            let live: std::collections::HashSet<&Arc<str>> = table
-                .routes
-                .iter()
-                .flat_map(|r| r.backends.iter().map(|b| &b.discovered.identity))
-                .collect();
+            let live: std::collections::HashSet<&Arc<str>> =
+                table.routes.iter().flat_map(|r| r.backends.iter().map(|b| &b.discovered.identity)).collect();
             cache.retain(|k, _| live.contains(k));
         }
         drop(cache);
-        Snapshot {
-            config,
-            table,
-            views,
-        }
+        Snapshot { config, table, views, key: pins.key.clone() }
     }
 }

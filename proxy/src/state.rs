@@ -1,62 +1,79 @@
 //! State shared by every request, the admin API and background tasks: the
-//! published snapshot and the metrics. Readers never wait on writers.
+//! config, the published snapshot and the metrics. Readers never wait on
+//! writers; a reload swaps config and table together.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use pinroute_config::Config;
-use pinroute_discovery::{Publisher, RoutingTable};
-use tokio::sync::Notify;
+use pinroute_config::{BackendSource, Config};
+use pinroute_discovery::{static_backends, DiscoveredBackend, DiscoveryEvent, Lifecycle, Publisher, RoutingTable};
+use tokio::sync::{watch, Notify};
 
+use crate::affinity::RequestIdTable;
 use crate::cookie::PinKey;
 use crate::metrics::Metrics;
 use crate::snapshot::{PinCache, Snapshot};
 
+/// How long a backend removed by a reload must have been idle before it leaves.
+const RETIRE_IDLE: Duration = Duration::from_secs(1);
+
 /// The proxy's shared state.
 #[derive(Debug)]
 pub struct Shared {
+    config: ArcSwap<Config>,
     snapshot: ArcSwap<Snapshot>,
-    pins: PinCache,
+    pins: ArcSwap<PinCache>,
     /// Metrics registry.
     pub metrics: Metrics,
     /// Woken on every table publish (held requests wait on it).
     pub table_changed: Notify,
+    /// Bumped by every applied reload (the Kubernetes watches restart on it).
+    pub config_generation: watch::Sender<u64>,
     publisher: OnceLock<Arc<Publisher>>,
     /// Process start.
     pub started: Instant,
-    held: Vec<AtomicUsize>,
+    /// Which backend accepted which request id.
+    pub request_ids: RequestIdTable,
+    held: Mutex<HashMap<String, usize>>,
 }
 
 /// One request waiting for a Ready backend; released on drop.
 #[derive(Debug)]
 pub struct HoldPermit<'a> {
-    counter: &'a AtomicUsize,
+    shared: &'a Shared,
+    prefix: String,
 }
 
 impl Drop for HoldPermit<'_> {
     fn drop(&mut self) {
-        self.counter.fetch_sub(1, Ordering::Relaxed);
+        if let Ok(mut held) = self.shared.held.lock() {
+            if let Some(n) = held.get_mut(&self.prefix) {
+                *n = n.saturating_sub(1);
+            }
+        }
     }
 }
 
 impl Shared {
     /// State for `config` with an empty, unloaded table, and its publisher.
+    /// Static routes are published at once; Kubernetes routes load later.
     pub fn new(config: Arc<Config>, key: PinKey, metrics: Metrics) -> Arc<Shared> {
-        let pins = PinCache::new(key);
+        let pins = Arc::new(PinCache::new(key));
         let table = Arc::new(RoutingTable::empty(config.routes.len()));
         let snapshot = Snapshot::build(config.clone(), table, &pins);
         let shared = Arc::new(Shared {
+            config: ArcSwap::new(config.clone()),
             snapshot: ArcSwap::from_pointee(snapshot),
-            pins,
+            pins: ArcSwap::new(pins),
             metrics,
             table_changed: Notify::new(),
+            config_generation: watch::channel(0).0,
             publisher: OnceLock::new(),
             started: Instant::now(),
-            held: (0..config.routes.len())
-                .map(|_| AtomicUsize::new(0))
-                .collect(),
+            request_ids: RequestIdTable::default(),
+            held: Mutex::new(HashMap::new()),
         });
         let weak = Arc::downgrade(&shared);
         let publisher = Publisher::new(
@@ -68,6 +85,7 @@ impl Shared {
             }),
         );
         let _ = shared.publisher.set(publisher);
+        shared.publish_static_routes(&config);
         shared
     }
 
@@ -76,9 +94,9 @@ impl Shared {
         self.snapshot.load_full()
     }
 
-    /// The cookie key.
-    pub fn key(&self) -> &PinKey {
-        self.pins.key()
+    /// The current config.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.load_full()
     }
 
     /// The single writer of the routing table.
@@ -86,22 +104,118 @@ impl Shared {
         self.publisher.get()
     }
 
-    /// Admits one more held request on `route` unless `max` already wait;
-    /// past the bound a request gets the 503 at once.
-    pub fn try_hold(&self, route: usize, max: usize) -> Option<HoldPermit<'_>> {
-        let counter = self.held.get(route)?;
-        let admitted = counter
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .is_ok();
-        admitted.then_some(HoldPermit { counter })
+    /// Admits one more held request on the route `prefix` unless `max`
+    /// already wait; past the bound a request gets the 503 at once.
+    pub fn try_hold(&self, prefix: &str, max: usize) -> Option<HoldPermit<'_>> {
+        let mut held = self.held.lock().ok()?;
+        let n = held.entry(prefix.to_string()).or_default();
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(HoldPermit { shared: self, prefix: prefix.to_string() })
+    }
+
+    /// Applies a reloaded config: routes are matched by prefix (surviving ones
+    /// keep their backends, live counters and request ids), static backend
+    /// lists are replaced, backends the reload removed retire (they finish the
+    /// requests they own, then leave), and the Kubernetes watches restart. The
+    /// cookie key changes only when the new config names a different one.
+    pub fn apply_config(self: &Arc<Self>, new: Arc<Config>) {
+        let Some(publisher) = self.publisher().cloned() else { return };
+        let old = self.config();
+        let from = new
+            .routes
+            .iter()
+            .map(|r| old.routes.iter().position(|o| o.prefix == r.prefix && same_kind(&o.source, &r.source)))
+            .collect();
+        let new_key = match (&old.cookie.key, &new.cookie.key) {
+            (a, Some(b)) if a.as_ref() != Some(b) => Some(PinKey::new(&b.bytes)),
+            _ => None,
+        };
+        publisher.reshape(from, || {
+            self.config.store(new.clone());
+            if let Some(key) = new_key {
+                self.pins.store(Arc::new(PinCache::new(key)));
+            }
+        });
+        self.publish_static_routes(&new);
+        self.config_generation.send_modify(|g| *g += 1);
+    }
+
+    fn publish_static_routes(self: &Arc<Self>, config: &Config) {
+        let Some(publisher) = self.publisher().cloned() else { return };
+        let table = publisher.current();
+        for (route, rc) in config.routes.iter().enumerate() {
+            let BackendSource::Static(list) = &rc.source else { continue };
+            let mut backends = static_backends(list);
+            let removed: Vec<DiscoveredBackend> = table
+                .routes
+                .get(route)
+                .map(|r| &r.backends[..])
+                .unwrap_or_default()
+                .iter()
+                .filter(|e| e.discovered.lifecycle != Lifecycle::Gone)
+                .filter(|e| !backends.iter().any(|b| b.identity == e.discovered.identity))
+                .map(|e| DiscoveredBackend { lifecycle: Lifecycle::Retiring, ..e.discovered.clone() })
+                .collect();
+            for backend in &removed {
+                self.retire_when_idle(rc.prefix.clone(), backend.identity.clone(), config.server.grace_period);
+            }
+            backends.extend(removed);
+            publisher.publish(DiscoveryEvent::Replace { route, backends });
+        }
+    }
+
+    /// Removes a retiring backend once it has had nothing in flight for a
+    /// moment, or when the grace period is over.
+    fn retire_when_idle(self: &Arc<Self>, prefix: String, identity: Arc<str>, grace: Duration) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let shared = Arc::downgrade(self);
+        runtime.spawn(async move {
+            let deadline = Instant::now() + grace;
+            let mut idle_since: Option<Instant> = None;
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let Some(shared) = shared.upgrade() else { return };
+                let snapshot = shared.snapshot();
+                let Some(route) = snapshot.config.routes.iter().position(|r| r.prefix == prefix) else { return };
+                let Some(entry) = snapshot
+                    .table
+                    .routes
+                    .get(route)
+                    .and_then(|r| r.backends.iter().find(|e| e.discovered.identity == identity))
+                else {
+                    return;
+                };
+                if entry.discovered.lifecycle != Lifecycle::Retiring {
+                    return; // re-added by a later reload
+                }
+                let now = Instant::now();
+                idle_since = if entry.runtime.in_flight() == 0 { idle_since.or(Some(now)) } else { None };
+                if idle_since.is_some_and(|at| now.duration_since(at) >= RETIRE_IDLE) || now >= deadline {
+                    tracing::info!(backend = %entry.discovered.id, "retired backend removed");
+                    if let Some(publisher) = shared.publisher() {
+                        publisher.publish(DiscoveryEvent::Remove { route, identity });
+                    }
+                    return;
+                }
+            }
+        });
     }
 
     fn on_table(&self, table: &Arc<RoutingTable>) {
-        let config = self.snapshot.load().config.clone();
-        self.snapshot
-            .store(Arc::new(Snapshot::build(config, table.clone(), &self.pins)));
+        let config = self.config.load_full();
+        let pins = self.pins.load_full();
+        self.snapshot.store(Arc::new(Snapshot::build(config, table.clone(), &pins)));
         self.table_changed.notify_waiters();
     }
+}
+
+fn same_kind(a: &BackendSource, b: &BackendSource) -> bool {
+    matches!(
+        (a, b),
+        (BackendSource::Static(_), BackendSource::Static(_))
+            | (BackendSource::Kubernetes(_), BackendSource::Kubernetes(_))
+    )
 }

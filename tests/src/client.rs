@@ -11,28 +11,16 @@ pub fn routeid(response: &reqwest::Response) -> Option<String> {
         .get_all("set-cookie")
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .find_map(|v| {
-            v.strip_prefix("SKYPILOT_ROUTEID=")
-                .map(|rest| rest.split(';').next().unwrap_or("").to_string())
-        })
+        .find_map(|v| v.strip_prefix("SKYPILOT_ROUTEID=").map(|rest| rest.split(';').next().unwrap_or("").to_string()))
 }
 
 /// Which demo backend answered (`X-Demo-Backend`), or `"?"`.
 pub fn served_by(response: &reqwest::Response) -> String {
-    response
-        .headers()
-        .get("x-demo-backend")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("?")
-        .to_string()
+    response.headers().get("x-demo-backend").and_then(|v| v.to_str().ok()).unwrap_or("?").to_string()
 }
 
 /// `GET http://addr{path}` with an optional `SKYPILOT_ROUTEID` cookie.
-pub async fn get(
-    addr: SocketAddr,
-    path: &str,
-    cookie: Option<&str>,
-) -> reqwest::Result<reqwest::Response> {
+pub async fn get(addr: SocketAddr, path: &str, cookie: Option<&str>) -> reqwest::Result<reqwest::Response> {
     let mut req = http_client().get(format!("http://{addr}{path}"));
     if let Some(c) = cookie {
         req = req.header("cookie", format!("SKYPILOT_ROUTEID={c}"));
@@ -42,16 +30,7 @@ pub async fn get(
 
 /// The `state` of backend `id` in the admin table, if listed.
 pub async fn backend_state(admin: SocketAddr, id: &str) -> Option<String> {
-    let rows: Vec<serde_json::Value> = http_client()
-        .get(format!("http://{admin}/admin/backends"))
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()?;
-    rows.iter()
-        .find(|r| r["id"] == id)
-        .and_then(|r| r["state"].as_str())
-        .map(str::to_string)
+    let rows: Vec<serde_json::Value> =
+        http_client().get(format!("http://{admin}/admin/backends")).send().await.ok()?.json().await.ok()?;
+    rows.iter().find(|r| r["id"] == id).and_then(|r| r["state"].as_str()).map(str::to_string)
 }

@@ -59,10 +59,7 @@ impl FakePod {
             namespace: namespace.to_string(),
             name: name.to_string(),
             uid: format!("{:08x}-0000-4000-8000-{n:012x}", std::process::id()),
-            labels: labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             ip: Some(ip.to_string()),
             ready: true,
             container_ports: vec![("http".to_string(), 46580)],
@@ -70,11 +67,7 @@ impl FakePod {
     }
 
     fn label(&self, key: &str) -> Option<&str> {
-        self.labels
-            .iter()
-            .rev()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.labels.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 }
 
@@ -227,11 +220,7 @@ impl Drop for GatedStream {
 }
 
 impl AsyncRead for GatedStream {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         // Park before checking: an outage either sees this waker or bumped
         // the epoch before our check, so no wake-up is lost.
         lock(&self.shared.parked).insert(self.id, cx.waker().clone());
@@ -241,11 +230,7 @@ impl AsyncRead for GatedStream {
 }
 
 impl AsyncWrite for GatedStream {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
         self.check()?;
         Pin::new(&mut self.tcp).poll_write(cx, buf)
     }
@@ -290,11 +275,7 @@ impl FakeKube {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!(
-            "pinroute-fake-kube-{}-{n}-{}",
-            std::process::id(),
-            addr.port()
-        ));
+        let dir = std::env::temp_dir().join(format!("pinroute-fake-kube-{}-{n}-{}", std::process::id(), addr.port()));
         tokio::fs::create_dir_all(&dir).await?;
         let kubeconfig = dir.join("kubeconfig");
         tokio::fs::write(&kubeconfig, kubeconfig_yaml(addr)).await?;
@@ -312,23 +293,12 @@ impl FakeKube {
         let app = Router::new().fallback(handle).with_state(shared.clone());
         let server_shared = shared.clone();
         let server = tokio::spawn(async move {
-            let listener = GatedListener {
-                tcp: listener,
-                shared: server_shared,
-            };
+            let listener = GatedListener { tcp: listener, shared: server_shared };
             if let Err(e) = axum::serve(listener, app).await {
                 eprintln!("fake kube server stopped: {e}");
             }
         });
-        Ok(FakeKube {
-            inner: Arc::new(Inner {
-                shared,
-                addr,
-                dir,
-                kubeconfig,
-                server,
-            }),
-        })
+        Ok(FakeKube { inner: Arc::new(Inner { shared, addr, dir, kubeconfig, server }) })
     }
 
     /// The address the server listens on.
@@ -348,18 +318,9 @@ impl FakeKube {
         let shared = &self.inner.shared;
         let mut store = lock(&shared.store);
         let key = (pod.namespace.clone(), pod.name.clone());
-        assert!(
-            !store.pods.contains_key(&key),
-            "FakeKube::add_pod: {}/{} exists",
-            key.0,
-            key.1
-        );
+        assert!(!store.pods.contains_key(&key), "FakeKube::add_pod: {}/{} exists", key.0, key.1);
         store.rv += 1;
-        let new = StoredPod {
-            pod,
-            rv: store.rv,
-            terminating: false,
-        };
+        let new = StoredPod { pod, rv: store.rv, terminating: false };
         store.pods.insert(key, new.clone());
         shared.commit(&mut store, ChangeKind::Added, None, new);
     }
@@ -367,10 +328,7 @@ impl FakeKube {
     /// Replaces all labels of a pod (emits MODIFIED).
     pub fn set_labels(&self, ns: &str, name: &str, labels: &[(&str, &str)]) {
         self.modify(ns, name, |p| {
-            p.pod.labels = labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
+            p.pod.labels = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         });
     }
 
@@ -404,10 +362,7 @@ impl FakeKube {
             panic!("FakeKube::delete_pod: no pod {ns}/{name}");
         };
         store.rv += 1;
-        let new = StoredPod {
-            rv: store.rv,
-            ..old.clone()
-        };
+        let new = StoredPod { rv: store.rv, ..old.clone() };
         shared.commit(&mut store, ChangeKind::Deleted, Some(old), new);
     }
 
@@ -483,12 +438,7 @@ fn kubeconfig_yaml(addr: SocketAddr) -> String {
 
 /// Renders a stored pod as the API server would, with `rv` as its resourceVersion.
 fn pod_json(p: &StoredPod, rv: u64) -> Value {
-    let labels: BTreeMap<&str, &str> = p
-        .pod
-        .labels
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
+    let labels: BTreeMap<&str, &str> = p.pod.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let mut metadata = json!({
         "name": p.pod.name, "namespace": p.pod.namespace, "uid": p.pod.uid,
         "resourceVersion": rv.to_string(), "labels": labels,
@@ -525,12 +475,7 @@ fn status_json(code: u16, reason: &str, message: &str) -> Value {
 }
 
 fn json_response(code: StatusCode, body: &Value) -> Response {
-    (
-        code,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
+    (code, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }
 
 fn error_response(code: StatusCode, reason: &str, message: &str) -> Response {
@@ -548,10 +493,7 @@ fn bookmark_line(rv: u64, initial_end: bool) -> Bytes {
     if initial_end {
         metadata["annotations"] = json!({"k8s.io/initial-events-end": "true"});
     }
-    event_line(
-        "BOOKMARK",
-        json!({"kind": "Pod", "apiVersion": "v1", "metadata": metadata}),
-    )
+    event_line("BOOKMARK", json!({"kind": "Pod", "apiVersion": "v1", "metadata": metadata}))
 }
 
 /// Which pods a request sees: namespace from the path plus both selectors.
@@ -562,10 +504,7 @@ struct Filter {
 }
 
 impl Filter {
-    fn from_query(
-        namespace: Option<String>,
-        q: &HashMap<String, String>,
-    ) -> Result<Filter, String> {
+    fn from_query(namespace: Option<String>, q: &HashMap<String, String>) -> Result<Filter, String> {
         let labels = parse_selector(q.get("labelSelector").map_or("", String::as_str))?;
         let fields = parse_selector(q.get("fieldSelector").map_or("", String::as_str))?;
         for r in &fields {
@@ -576,22 +515,13 @@ impl Filter {
                 return Err(format!("field label not supported: {}", r.key()));
             }
         }
-        Ok(Filter {
-            namespace,
-            labels,
-            fields,
-        })
+        Ok(Filter { namespace, labels, fields })
     }
 
     fn matches(&self, p: &StoredPod) -> bool {
-        self.namespace
-            .as_ref()
-            .is_none_or(|ns| *ns == p.pod.namespace)
+        self.namespace.as_ref().is_none_or(|ns| *ns == p.pod.namespace)
             && self.labels.iter().all(|r| r.matches(p.pod.label(r.key())))
-            && self
-                .fields
-                .iter()
-                .all(|r| r.matches(field_value(&p.pod, r.key()).as_deref()))
+            && self.fields.iter().all(|r| r.matches(field_value(&p.pod, r.key()).as_deref()))
     }
 
     /// What a watch with this filter sees of a change, as the real server
@@ -613,12 +543,7 @@ impl Filter {
 }
 
 /// The pod fields the real server allows in field selectors (a subset).
-const POD_FIELDS: &[&str] = &[
-    "metadata.name",
-    "metadata.namespace",
-    "status.phase",
-    "status.podIP",
-];
+const POD_FIELDS: &[&str] = &["metadata.name", "metadata.namespace", "status.phase", "status.podIP"];
 
 /// Value of one of [`POD_FIELDS`].
 fn field_value(p: &FakePod, field: &str) -> Option<String> {
@@ -711,12 +636,7 @@ fn discovery_json(segments: &[&str]) -> Option<Value> {
 /// combination kube-rs uses accepts that answer.
 fn list(shared: &Shared, filter: &Filter) -> Response {
     let store = lock(&shared.store);
-    let items: Vec<Value> = store
-        .pods
-        .values()
-        .filter(|p| filter.matches(p))
-        .map(|p| pod_json(p, p.rv))
-        .collect();
+    let items: Vec<Value> = store.pods.values().filter(|p| filter.matches(p)).map(|p| pod_json(p, p.rv)).collect();
     let body = json!({"kind": "PodList", "apiVersion": "v1",
                       "metadata": {"resourceVersion": store.rv.to_string()}, "items": items});
     json_response(StatusCode::OK, &body)
@@ -782,12 +702,8 @@ impl WatchStream {
 }
 
 fn watch(shared: &Arc<Shared>, filter: Filter, q: &HashMap<String, String>) -> Response {
-    let bookmarks = q
-        .get("allowWatchBookmarks")
-        .is_some_and(|v| v == "true" || v == "1");
-    let initial_events = q
-        .get("sendInitialEvents")
-        .is_some_and(|v| v == "true" || v == "1");
+    let bookmarks = q.get("allowWatchBookmarks").is_some_and(|v| v == "true" || v == "1");
+    let initial_events = q.get("sendInitialEvents").is_some_and(|v| v == "true" || v == "1");
     if initial_events && !bookmarks {
         let msg = "sendInitialEvents requires allowWatchBookmarks=true";
         return error_response(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", msg);
@@ -830,25 +746,12 @@ fn watch(shared: &Arc<Shared>, filter: Filter, q: &HashMap<String, String>) -> R
     drop(store);
 
     shared.open_watches.fetch_add(1, Ordering::SeqCst);
-    let state = WatchStream {
-        shared: shared.clone(),
-        pending,
-        rx,
-        filter,
-        bookmarks,
-        deadline,
-        finished,
-    };
+    let state = WatchStream { shared: shared.clone(), pending, rx, filter, bookmarks, deadline, finished };
     let body = Body::from_stream(futures::stream::unfold(state, |mut s| async move {
         let item = s.next().await?;
         Some((item, s))
     }));
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/json")],
-        body,
-    )
-        .into_response()
+    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 /// Kubernetes label selector syntax (also used for field selectors).
@@ -892,11 +795,7 @@ mod selector {
 
     /// Parses `k=v,k==v,k!=v,k,!k,k in (a,b),k notin (a,b)`; empty = everything.
     pub(super) fn parse_selector(s: &str) -> Result<Vec<Requirement>, String> {
-        split_terms(s)
-            .into_iter()
-            .filter(|t| !t.is_empty())
-            .map(parse_term)
-            .collect()
+        split_terms(s).into_iter().filter(|t| !t.is_empty()).map(parse_term).collect()
     }
 
     /// Splits on commas that are not inside a `(...)` value set.
@@ -921,9 +820,7 @@ mod selector {
         let bad = || format!("unable to parse requirement: {t:?}");
         let key = |k: &str| {
             let k = k.trim();
-            let ok = !k.is_empty()
-                && k.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c));
+            let ok = !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c));
             if ok {
                 Ok(k.to_string())
             } else {

@@ -10,19 +10,12 @@ use anyhow::{bail, Context};
 
 /// A port free right now on 127.0.0.1 (the OS picks it; released at once).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
 }
 
 /// An HTTP client that never uses a proxy from the environment and keeps no cookies.
 pub fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap_or_default()
+    reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(30)).build().unwrap_or_default()
 }
 
 /// Polls `check` every 20 ms until it returns true or `deadline` passes.
@@ -50,11 +43,7 @@ fn log_dir() -> PathBuf {
 fn unique(name: &str) -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "{name}-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
+    format!("{name}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 /// A demo backend running as its own process.
@@ -70,17 +59,16 @@ pub struct BackendProcess {
 impl BackendProcess {
     /// Starts `pinroute demo-backend` on `listen` (port 0: any) and waits
     /// for the line that tells its address.
-    pub fn spawn(
-        bin: &Path,
-        name: &str,
-        listen: &str,
-        allow_crash: bool,
-    ) -> anyhow::Result<BackendProcess> {
+    pub fn spawn(bin: &Path, name: &str, listen: &str, allow_crash: bool) -> anyhow::Result<BackendProcess> {
+        let crash: &[&str] = if allow_crash { &["--allow-crash"] } else { &[] };
+        Self::spawn_with(bin, name, listen, crash)
+    }
+
+    /// As [`BackendProcess::spawn`] with extra flags (e.g.
+    /// `--shutdown-grace-ms 200 --shutdown-wait-ms 5000`).
+    pub fn spawn_with(bin: &Path, name: &str, listen: &str, extra: &[&str]) -> anyhow::Result<BackendProcess> {
         let mut cmd = Command::new(bin);
-        cmd.args(["demo-backend", "--listen", listen, "--name", name]);
-        if allow_crash {
-            cmd.arg("--allow-crash");
-        }
+        cmd.args(["demo-backend", "--listen", listen, "--name", name]).args(extra);
         let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -93,19 +81,31 @@ impl BackendProcess {
             let _ = BufReader::new(stdout).read_line(&mut line);
             let _ = tx.send(line);
         });
-        let line = rx
-            .recv_timeout(Duration::from_secs(10))
-            .context("backend did not report its address within 10 s")?;
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .context("unexpected first line")?
-            .parse()?;
-        Ok(BackendProcess {
-            name: name.to_string(),
-            addr,
-            child,
-        })
+        let line =
+            rx.recv_timeout(Duration::from_secs(10)).context("backend did not report its address within 10 s")?;
+        let addr = line.trim().strip_prefix("listening on ").context("unexpected first line")?.parse()?;
+        Ok(BackendProcess { name: name.to_string(), addr, child })
+    }
+
+    /// `SIGTERM`: the backend plays skypilot's shutdown sequence.
+    pub fn terminate(&self) -> anyhow::Result<()> {
+        let status = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status()?;
+        if !status.success() {
+            bail!("kill -TERM failed");
+        }
+        Ok(())
+    }
+
+    /// Waits up to `deadline` for the process to exit.
+    pub async fn wait_exit(&mut self, deadline: Duration) -> bool {
+        let end = Instant::now() + deadline;
+        while Instant::now() < end {
+            if self.has_exited() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
     }
 
     /// `kill -9`, and reap.
@@ -121,12 +121,8 @@ impl BackendProcess {
 
     /// How many requests it saw for `"METHOD /path"`.
     pub async fn count(&self, key: &str) -> anyhow::Result<u64> {
-        let v: serde_json::Value = http_client()
-            .get(format!("http://{}/debug/counts", self.addr))
-            .send()
-            .await?
-            .json()
-            .await?;
+        let v: serde_json::Value =
+            http_client().get(format!("http://{}/debug/counts", self.addr)).send().await?.json().await?;
         Ok(v["counts"][key].as_u64().unwrap_or(0))
     }
 }
@@ -176,12 +172,7 @@ impl ProxyProcess {
     }
 
     /// Starts the proxy without waiting for `/readyz`.
-    pub fn spawn(
-        bin: &Path,
-        server_extra: &str,
-        body: &str,
-        env: &[(&str, &str)],
-    ) -> anyhow::Result<ProxyProcess> {
+    pub fn spawn(bin: &Path, server_extra: &str, body: &str, env: &[(&str, &str)]) -> anyhow::Result<ProxyProcess> {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
         let id = unique("proxy");
@@ -196,34 +187,17 @@ impl ProxyProcess {
         std::fs::write(&config_path, text)?;
         let log = std::fs::File::create(&log_path)?;
         let mut cmd = Command::new(bin);
-        cmd.args(["run", "--config"])
-            .arg(&config_path)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .env("RUST_LOG", "info");
+        cmd.args(["run", "--config"]).arg(&config_path).stdout(Stdio::null()).stderr(log).env("RUST_LOG", "info");
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("spawning {}", bin.display()))?;
-        Ok(ProxyProcess {
-            addr,
-            admin,
-            config_path,
-            log_path,
-            child,
-        })
+        let child = cmd.spawn().with_context(|| format!("spawning {}", bin.display()))?;
+        Ok(ProxyProcess { addr, admin, config_path, log_path, child })
     }
 
     /// Whether `/readyz` answers 200 right now.
     pub async fn is_ready(&self) -> bool {
-        http_client()
-            .get(self.admin_url("/readyz"))
-            .send()
-            .await
-            .map(|r| r.status().is_success())
-            .unwrap_or(false)
+        http_client().get(self.admin_url("/readyz")).send().await.map(|r| r.status().is_success()).unwrap_or(false)
     }
 
     /// Waits up to `deadline` for `/readyz` to answer 200.
@@ -253,10 +227,7 @@ impl ProxyProcess {
 
     /// Sends a signal by name (`TERM`, `QUIT`, `HUP`) with the system `kill`.
     pub fn signal(&self, name: &str) -> anyhow::Result<()> {
-        let status = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.child.id().to_string())
-            .status()?;
+        let status = Command::new("kill").arg(format!("-{name}")).arg(self.child.id().to_string()).status()?;
         if !status.success() {
             bail!("kill -{name} failed");
         }

@@ -35,9 +35,7 @@ fn names(list: &Value) -> Vec<String> {
 }
 
 fn rv_of(v: &Value) -> anyhow::Result<u64> {
-    let rv = v["metadata"]["resourceVersion"]
-        .as_str()
-        .context("no resourceVersion")?;
+    let rv = v["metadata"]["resourceVersion"].as_str().context("no resourceVersion")?;
     Ok(rv.parse()?)
 }
 
@@ -51,25 +49,14 @@ impl Watch {
     async fn open(fk: &FakeKube, path_and_query: &str) -> anyhow::Result<Watch> {
         let resp = tokio::time::timeout(WAIT, reqwest::get(url(fk, path_and_query))).await??;
         ensure!(resp.status() == 200, "watch status {}", resp.status());
-        let ct = resp
-            .headers()
-            .get("content-type")
-            .map(|v| v.as_bytes().to_vec());
-        ensure!(
-            ct.as_deref() == Some(&b"application/json"[..]),
-            "content-type {ct:?}"
-        );
-        Ok(Watch {
-            body: resp.bytes_stream().boxed(),
-            buf: BytesMut::new(),
-        })
+        let ct = resp.headers().get("content-type").map(|v| v.as_bytes().to_vec());
+        ensure!(ct.as_deref() == Some(&b"application/json"[..]), "content-type {ct:?}");
+        Ok(Watch { body: resp.bytes_stream().boxed(), buf: BytesMut::new() })
     }
 
     /// The next event; `Ok(None)` when the stream ended (cleanly or not).
     async fn next(&mut self) -> anyhow::Result<Option<Value>> {
-        tokio::time::timeout(WAIT, self.next_unbounded())
-            .await
-            .context("no watch event in time")?
+        tokio::time::timeout(WAIT, self.next_unbounded()).await.context("no watch event in time")?
     }
 
     async fn next_unbounded(&mut self) -> anyhow::Result<Option<Value>> {
@@ -87,9 +74,7 @@ impl Watch {
 
     /// The next event, which must be of `kind`; returns its object.
     async fn expect(&mut self, kind: &str) -> anyhow::Result<Value> {
-        let Some(ev) = self.next().await? else {
-            bail!("stream ended, wanted {kind}")
-        };
+        let Some(ev) = self.next().await? else { bail!("stream ended, wanted {kind}") };
         ensure!(ev["type"] == kind, "wanted {kind}, got {ev}");
         Ok(ev["object"].clone())
     }
@@ -106,19 +91,9 @@ impl Watch {
 /// a (app=api, pool=blue), b (app=api), c (app=other) in default; d (app=api) in other.
 async fn fixture() -> anyhow::Result<FakeKube> {
     let fk = FakeKube::start().await?;
-    fk.add_pod(FakePod::new(
-        "default",
-        "a",
-        &[("app", "api"), ("pool", "blue")],
-        "127.0.0.2",
-    ));
+    fk.add_pod(FakePod::new("default", "a", &[("app", "api"), ("pool", "blue")], "127.0.0.2"));
     fk.add_pod(FakePod::new("default", "b", &[("app", "api")], "127.0.0.3"));
-    fk.add_pod(FakePod::new(
-        "default",
-        "c",
-        &[("app", "other")],
-        "127.0.0.4",
-    ));
+    fk.add_pod(FakePod::new("default", "c", &[("app", "other")], "127.0.0.4"));
     fk.add_pod(FakePod::new("other", "d", &[("app", "api")], "127.0.0.5"));
     Ok(fk)
 }
@@ -138,10 +113,7 @@ async fn list_filters_by_label_selector_and_reports_rv() -> anyhow::Result<()> {
     assert_eq!(a["metadata"]["labels"]["pool"], "blue");
     assert_eq!(a["status"]["podIP"], "127.0.0.2");
     assert_eq!(a["status"]["conditions"][0]["status"], "True");
-    assert_eq!(
-        a["spec"]["containers"][0]["ports"][0]["containerPort"],
-        46580
-    );
+    assert_eq!(a["spec"]["containers"][0]["ports"][0]["containerPort"], 46580);
     assert_eq!(rv_of(a)?, 1);
 
     let cases = [
@@ -170,16 +142,9 @@ async fn watch_from_list_rv_sees_modified_and_selector_deleted() -> anyhow::Resu
     let (_, list) = get_json(&fk, &format!("{PODS}?labelSelector=app%3Dapi")).await?;
     let rv = rv_of(&list)?;
     let q = "watch=true&timeoutSeconds=290&allowWatchBookmarks=true";
-    let mut narrow = Watch::open(
-        &fk,
-        &format!("{PODS}?{q}&labelSelector=app%3Dapi,pool%3Dblue&resourceVersion={rv}"),
-    )
-    .await?;
-    let mut wide = Watch::open(
-        &fk,
-        &format!("{PODS}?{q}&labelSelector=app%3Dapi&resourceVersion={rv}"),
-    )
-    .await?;
+    let mut narrow =
+        Watch::open(&fk, &format!("{PODS}?{q}&labelSelector=app%3Dapi,pool%3Dblue&resourceVersion={rv}")).await?;
+    let mut wide = Watch::open(&fk, &format!("{PODS}?{q}&labelSelector=app%3Dapi&resourceVersion={rv}")).await?;
     assert_eq!(fk.open_watches(), 2);
 
     fk.remove_label("default", "a", "pool");
@@ -189,10 +154,7 @@ async fn watch_from_list_rv_sees_modified_and_selector_deleted() -> anyhow::Resu
     assert_eq!(rv_of(&m)?, rv + 1);
     // It left the narrow selector: DELETED, carrying the new rv.
     let d = narrow.expect("DELETED").await?;
-    assert_eq!(
-        (d["metadata"]["name"].as_str(), rv_of(&d)?),
-        (Some("a"), rv + 1)
-    );
+    assert_eq!((d["metadata"]["name"].as_str(), rv_of(&d)?), (Some("a"), rv + 1));
 
     fk.set_labels("default", "a", &[("app", "api"), ("pool", "blue")]);
     assert_eq!(narrow.expect("ADDED").await?["metadata"]["name"], "a");
@@ -202,19 +164,14 @@ async fn watch_from_list_rv_sees_modified_and_selector_deleted() -> anyhow::Resu
     let b = wide.expect("MODIFIED").await?;
     assert_eq!(b["status"]["conditions"][0]["status"], "False");
     fk.set_pod_ip("default", "b", None);
-    assert!(wide.expect("MODIFIED").await?["status"]
-        .get("podIP")
-        .is_none());
+    assert!(wide.expect("MODIFIED").await?["status"].get("podIP").is_none());
     fk.mark_terminating("default", "b");
     let t = wide.expect("MODIFIED").await?;
     assert!(t["metadata"]["deletionTimestamp"].is_string());
     assert_eq!(t["metadata"]["deletionGracePeriodSeconds"], 30);
     fk.delete_pod("default", "b");
     let gone = wide.expect("DELETED").await?;
-    assert_eq!(
-        (gone["metadata"]["name"].as_str(), rv_of(&gone)?),
-        (Some("b"), rv + 6)
-    );
+    assert_eq!((gone["metadata"]["name"].as_str(), rv_of(&gone)?), (Some("b"), rv + 6));
     // Changes outside its selector never reach the narrow watch.
     narrow.expect_quiet().await?;
     Ok(())
@@ -247,10 +204,7 @@ async fn expired_history_yields_410_error_event() -> anyhow::Result<()> {
     fk.set_ready("default", "a", false);
     open.expect("MODIFIED").await?;
     fk.expire_history();
-    ensure!(
-        open.next().await?.is_none(),
-        "expire_history must end open watches"
-    );
+    ensure!(open.next().await?.is_none(), "expire_history must end open watches");
 
     let mut old = Watch::open(&fk, &format!("{PODS}?watch=true&resourceVersion=4")).await?;
     let status = old.expect("ERROR").await?;
@@ -266,11 +220,7 @@ async fn expired_history_yields_410_error_event() -> anyhow::Result<()> {
     // ...and re-listing gives an rv that is watchable again.
     let (_, list) = get_json(&fk, PODS).await?;
     assert_eq!(rv_of(&list)?, 6);
-    let mut fresh = Watch::open(
-        &fk,
-        &format!("{PODS}?watch=true&resourceVersion={}", rv_of(&list)?),
-    )
-    .await?;
+    let mut fresh = Watch::open(&fk, &format!("{PODS}?watch=true&resourceVersion={}", rv_of(&list)?)).await?;
     fk.set_ready("default", "a", true);
     assert_eq!(rv_of(&fresh.expect("MODIFIED").await?)?, 7);
     Ok(())
@@ -279,11 +229,7 @@ async fn expired_history_yields_410_error_event() -> anyhow::Result<()> {
 #[tokio::test]
 async fn bookmarks_only_when_allowed() -> anyhow::Result<()> {
     let fk = fixture().await?;
-    let mut with = Watch::open(
-        &fk,
-        &format!("{PODS}?watch=true&resourceVersion=4&allowWatchBookmarks=true"),
-    )
-    .await?;
+    let mut with = Watch::open(&fk, &format!("{PODS}?watch=true&resourceVersion=4&allowWatchBookmarks=true")).await?;
     let mut without = Watch::open(&fk, &format!("{PODS}?watch=true&resourceVersion=4")).await?;
     fk.send_bookmark();
     let bm = with.expect("BOOKMARK").await?;
@@ -292,18 +238,11 @@ async fn bookmarks_only_when_allowed() -> anyhow::Result<()> {
 
     // Streaming list: ADDED per object, then the initial-events-end bookmark.
     let q = "watch=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true";
-    let mut stream = Watch::open(
-        &fk,
-        &format!("{PODS}?{q}&resourceVersion=0&labelSelector=app%3Dapi"),
-    )
-    .await?;
+    let mut stream = Watch::open(&fk, &format!("{PODS}?{q}&resourceVersion=0&labelSelector=app%3Dapi")).await?;
     assert_eq!(stream.expect("ADDED").await?["metadata"]["name"], "a");
     assert_eq!(stream.expect("ADDED").await?["metadata"]["name"], "b");
     let end = stream.expect("BOOKMARK").await?;
-    assert_eq!(
-        end["metadata"]["annotations"]["k8s.io/initial-events-end"],
-        "true"
-    );
+    assert_eq!(end["metadata"]["annotations"]["k8s.io/initial-events-end"], "true");
     assert_eq!(rv_of(&end)?, 4);
     Ok(())
 }
@@ -311,15 +250,8 @@ async fn bookmarks_only_when_allowed() -> anyhow::Result<()> {
 #[tokio::test]
 async fn watch_ends_at_timeout_seconds() -> anyhow::Result<()> {
     let fk = fixture().await?;
-    let mut w = Watch::open(
-        &fk,
-        &format!("{PODS}?watch=true&resourceVersion=4&timeoutSeconds=1"),
-    )
-    .await?;
-    ensure!(
-        w.next().await?.is_none(),
-        "stream must end after timeoutSeconds"
-    );
+    let mut w = Watch::open(&fk, &format!("{PODS}?watch=true&resourceVersion=4&timeoutSeconds=1")).await?;
+    ensure!(w.next().await?.is_none(), "stream must end after timeoutSeconds");
     // The server notices the ended stream and forgets it.
     tokio::time::timeout(WAIT, async {
         while fk.open_watches() > 0 {
@@ -345,26 +277,16 @@ async fn down_fails_requests_and_cuts_watches() -> anyhow::Result<()> {
     ensure!(w.next().await?.is_none(), "set_down must end open watches");
     let logged = fk.request_log().len();
     let pooled = tokio::time::timeout(WAIT, client.get(url(&fk, PODS)).send()).await?;
-    ensure!(
-        pooled.is_err(),
-        "pooled connection answered while down: {pooled:?}"
-    );
-    let fresh =
-        tokio::time::timeout(WAIT, reqwest::get(url(&fk, &format!("{PODS}?watch=true")))).await?;
-    ensure!(
-        fresh.is_err(),
-        "new connection answered while down: {fresh:?}"
-    );
+    ensure!(pooled.is_err(), "pooled connection answered while down: {pooled:?}");
+    let fresh = tokio::time::timeout(WAIT, reqwest::get(url(&fk, &format!("{PODS}?watch=true")))).await?;
+    ensure!(fresh.is_err(), "new connection answered while down: {fresh:?}");
     assert_eq!(fk.request_log().len(), logged, "no request may get through");
 
     fk.set_down(false);
     let back = tokio::time::timeout(WAIT, client.get(url(&fk, PODS)).send()).await??;
     assert_eq!(back.status(), 200);
     let (code, list) = get_json(&fk, PODS).await?;
-    assert_eq!(
-        (code, names(&list)),
-        (200, vec!["a".to_string(), "b".into(), "c".into()])
-    );
+    assert_eq!((code, names(&list)), (200, vec!["a".to_string(), "b".into(), "c".into()]));
     let mut again = Watch::open(&fk, &format!("{PODS}?watch=true&resourceVersion=4")).await?;
     fk.delete_pod("default", "c");
     assert_eq!(again.expect("DELETED").await?["metadata"]["name"], "c");
@@ -375,10 +297,7 @@ async fn down_fails_requests_and_cuts_watches() -> anyhow::Result<()> {
 async fn misc_endpoints_log_and_kubeconfig() -> anyhow::Result<()> {
     let fk = fixture().await?;
     let (code, nf) = get_json(&fk, "/api/v1/namespaces/default/services").await?;
-    assert_eq!(
-        (code, nf["kind"].as_str(), nf["code"].as_u64()),
-        (404, Some("Status"), Some(404))
-    );
+    assert_eq!((code, nf["kind"].as_str(), nf["code"].as_u64()), (404, Some("Status"), Some(404)));
     let (code, version) = get_json(&fk, "/version").await?;
     assert_eq!((code, version["major"].as_str()), (200, Some("1")));
     let (code, pod) = get_json(&fk, &format!("{PODS}/b")).await?;
@@ -387,21 +306,14 @@ async fn misc_endpoints_log_and_kubeconfig() -> anyhow::Result<()> {
     let log = fk.request_log();
     assert_eq!(
         log,
-        [
-            "GET /api/v1/namespaces/default/services",
-            "GET /version",
-            "GET /api/v1/namespaces/default/pods/b"
-        ]
+        ["GET /api/v1/namespaces/default/services", "GET /version", "GET /api/v1/namespaces/default/pods/b"]
     );
 
     let kubeconfig = std::fs::read_to_string(fk.kubeconfig_path())?;
     assert!(kubeconfig.contains(&format!("server: http://127.0.0.1:{}", fk.addr().port())));
     assert!(kubeconfig.contains("current-context: fake"));
     assert!(kubeconfig.contains("namespace: default"));
-    let (a, b) = (
-        FakePod::new("x", "p", &[], "1.1.1.1"),
-        FakePod::new("x", "p", &[], "1.1.1.1"),
-    );
+    let (a, b) = (FakePod::new("x", "p", &[], "1.1.1.1"), FakePod::new("x", "p", &[], "1.1.1.1"));
     assert_ne!(a.uid, b.uid, "uids must be unique");
     Ok(())
 }

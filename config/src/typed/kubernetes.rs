@@ -43,99 +43,61 @@ pub struct KubernetesSource {
     pub port: PortRef,
 }
 
-pub(super) fn source(
-    check: &Check<'_>,
-    key: &str,
-    raw: &RawKubernetes,
-) -> Result<KubernetesSource, ConfigError> {
-    let namespace = raw
-        .namespace
-        .clone()
-        .unwrap_or_else(|| "default".to_string());
+pub(super) fn source(check: &Check<'_>, key: &str, raw: &RawKubernetes) -> Result<KubernetesSource, ConfigError> {
+    let namespace = raw.namespace.clone().unwrap_or_else(|| "default".to_string());
     if !is_dns_label(&namespace) {
-        return Err(check.err(
-            format!("{key}.namespace"),
-            format!("{namespace:?} is not a valid namespace name"),
-        ));
+        return Err(check.err(format!("{key}.namespace"), format!("{namespace:?} is not a valid namespace name")));
     }
     let selector = raw.selector.clone().ok_or_else(|| {
-        check.err(
-            format!("{key}.selector"),
-            "missing: give the base selector, e.g. \"app=skypilot-api\"",
-        )
+        check.err(format!("{key}.selector"), "missing: give the base selector, e.g. \"app=skypilot-api\"")
     })?;
-    let requirements =
-        parse_selector(&selector).map_err(|m| check.err(format!("{key}.selector"), m))?;
+    let requirements = parse_selector(&selector).map_err(|m| check.err(format!("{key}.selector"), m))?;
     if requirements.is_empty() {
         return Err(check.err(format!("{key}.selector"), "an empty selector would match every pod in the namespace; name the API server's pods, e.g. \"app=skypilot-api\""));
     }
-    let ready = raw
-        .ready_label
-        .clone()
-        .unwrap_or_else(|| "skypilot.co/ready=true".to_string());
-    let (ready_key, ready_value) = match parse_selector(&ready)
-        .map_err(|m| check.err(format!("{key}.ready_label"), m))?
-        .as_slice()
-    {
-        [LabelRequirement::Equals(k, v)] => (k.clone(), v.clone()),
-        _ => {
-            return Err(check.err(
-                format!("{key}.ready_label"),
-                format!("expected one \"key=value\" label, got {ready:?}"),
-            ))
-        }
-    };
+    let ready = raw.ready_label.clone().unwrap_or_else(|| "skypilot.co/ready=true".to_string());
+    let (ready_key, ready_value) =
+        match parse_selector(&ready).map_err(|m| check.err(format!("{key}.ready_label"), m))?.as_slice() {
+            [LabelRequirement::Equals(k, v)] => (k.clone(), v.clone()),
+            _ => {
+                return Err(
+                    check.err(format!("{key}.ready_label"), format!("expected one \"key=value\" label, got {ready:?}"))
+                )
+            }
+        };
     let port = match &raw.port {
         None => PortRef::Number(46580),
-        Some(toml::Value::Integer(n)) => {
-            PortRef::Number(u16::try_from(*n).ok().filter(|p| *p > 0).ok_or_else(|| {
-                check.err(
-                    format!("{key}.port"),
-                    format!("expected 1 to 65535, got {n}"),
-                )
-            })?)
-        }
+        Some(toml::Value::Integer(n)) => PortRef::Number(
+            u16::try_from(*n)
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| check.err(format!("{key}.port"), format!("expected 1 to 65535, got {n}")))?,
+        ),
         Some(toml::Value::String(name)) if !name.is_empty() => PortRef::Name(name.clone()),
         Some(other) => {
-            return Err(check.err(
-                format!("{key}.port"),
-                format!("expected a port number or a container port name, got {other}"),
-            ))
+            return Err(check
+                .err(format!("{key}.port"), format!("expected a port number or a container port name, got {other}")))
         }
     };
-    Ok(KubernetesSource {
-        namespace,
-        selector,
-        requirements,
-        ready_key,
-        ready_value,
-        port,
-    })
+    Ok(KubernetesSource { namespace, selector, requirements, ready_key, ready_value, port })
 }
 
 fn is_dns_label(text: &str) -> bool {
     !text.is_empty()
         && text.len() <= 63
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && text.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 fn is_label_key(text: &str) -> bool {
     let name = text.rsplit('/').next().unwrap_or(text);
     !name.is_empty()
         && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
         && text.matches('/').count() <= 1
 }
 
 fn is_label_value(text: &str) -> bool {
-    text.len() <= 63
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    text.len() <= 63 && text.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
 /// Parses the equality-based selector syntax kubectl accepts.
@@ -156,9 +118,7 @@ pub fn parse_selector(text: &str) -> Result<Vec<LabelRequirement>, String> {
             LabelRequirement::Exists(k) | LabelRequirement::NotExists(k) => (k, None),
         };
         if !is_label_key(key) || !value.is_none_or(|v| is_label_value(v)) {
-            return Err(format!(
-                "{term:?} is not a valid selector term (key=value, key!=value, key or !key)"
-            ));
+            return Err(format!("{term:?} is not a valid selector term (key=value, key!=value, key or !key)"));
         }
         out.push(requirement);
     }

@@ -65,40 +65,16 @@ interval = "1s"
 #[test]
 fn errors_name_file_key_and_fix() {
     let cases = [
-        (
-            "[server]\ngrace_period = \"soon\"\n[[route]]\nbackends=[\"127.0.0.1:1\"]",
-            "key `server.grace_period`",
-        ),
-        (
-            "[[route]]\nbackends = [\"nonsense\"]",
-            "key `route[0].backends[0]`",
-        ),
-        (
-            "[[route]]\nprefix = \"api\"\nbackends=[\"127.0.0.1:1\"]",
-            "key `route[0].prefix`",
-        ),
-        (
-            "[[route]]\nprefix = \"/a/../b\"\nbackends=[\"127.0.0.1:1\"]",
-            "dot or percent-encoded",
-        ),
-        (
-            "[server]\nlisten = [\"8080\"]\n[[route]]\nbackends=[\"127.0.0.1:1\"]",
-            "key `server.listen[0]`",
-        ),
-        (
-            "[cookie]\nsame_site = \"none\"\n[[route]]\nbackends=[\"127.0.0.1:1\"]",
-            "set cookie.secure = true",
-        ),
-        (
-            "[cookie]\nmax_age = \"0s\"\n[[route]]\nbackends=[\"127.0.0.1:1\"]",
-            "without an expiry",
-        ),
+        ("[server]\ngrace_period = \"soon\"\n[[route]]\nbackends=[\"127.0.0.1:1\"]", "key `server.grace_period`"),
+        ("[[route]]\nbackends = [\"nonsense\"]", "key `route[0].backends[0]`"),
+        ("[[route]]\nprefix = \"api\"\nbackends=[\"127.0.0.1:1\"]", "key `route[0].prefix`"),
+        ("[[route]]\nprefix = \"/a/../b\"\nbackends=[\"127.0.0.1:1\"]", "dot or percent-encoded"),
+        ("[server]\nlisten = [\"8080\"]\n[[route]]\nbackends=[\"127.0.0.1:1\"]", "key `server.listen[0]`"),
+        ("[cookie]\nsame_site = \"none\"\n[[route]]\nbackends=[\"127.0.0.1:1\"]", "set cookie.secure = true"),
+        ("[cookie]\nmax_age = \"0s\"\n[[route]]\nbackends=[\"127.0.0.1:1\"]", "without an expiry"),
         ("", "at least one [[route]]"),
         ("[[route]]\nprefix=\"/\"", "no backends"),
-        (
-            "[[route]]\nbackends=[\"127.0.0.1:1\"]\n[[route]]\nbackends=[\"127.0.0.1:2\"]",
-            "already used by route[0]",
-        ),
+        ("[[route]]\nbackends=[\"127.0.0.1:1\"]\n[[route]]\nbackends=[\"127.0.0.1:2\"]", "already used by route[0]"),
     ];
     for (text, expected) in cases {
         let err = parse(text).unwrap_err().to_string();
@@ -109,9 +85,7 @@ fn errors_name_file_key_and_fix() {
 
 #[test]
 fn unknown_keys_are_rejected_with_their_name() {
-    let err = parse("[server]\nlisten_on = [\"0.0.0.0:1\"]\n")
-        .unwrap_err()
-        .to_string();
+    let err = parse("[server]\nlisten_on = [\"0.0.0.0:1\"]\n").unwrap_err().to_string();
     assert!(err.contains("listen_on"), "{err}");
     assert!(err.contains("/etc/pinroute.toml"), "{err}");
 }
@@ -121,12 +95,7 @@ fn cookie_key_from_env_must_be_long_enough() {
     let text = "[[route]]\nbackends=[\"127.0.0.1:1\"]";
     let short = Config::parse(Path::new("x.toml"), text, Some("abc".into())).unwrap_err();
     assert!(short.to_string().contains("PINROUTE_COOKIE_KEY"), "{short}");
-    let ok = Config::parse(
-        Path::new("x.toml"),
-        text,
-        Some("0123456789abcdef0123".into()),
-    )
-    .unwrap();
+    let ok = Config::parse(Path::new("x.toml"), text, Some("0123456789abcdef0123".into())).unwrap();
     assert_eq!(ok.cookie.key.unwrap().origin, KeyOrigin::Env);
 }
 
@@ -144,17 +113,11 @@ port = "http"
 "#,
     )
     .unwrap();
-    let BackendSource::Kubernetes(kube) = &config.routes[0].source else {
-        panic!("expected kubernetes")
-    };
+    let BackendSource::Kubernetes(kube) = &config.routes[0].source else { panic!("expected kubernetes") };
     assert_eq!(kube.namespace, "skypilot");
     assert_eq!(kube.requirements.len(), 2);
     assert_eq!(kube.ready_key, "skypilot.co/ready");
     assert_eq!(kube.port, PortRef::Name("http".into()));
-    let bad = parse("[[route]]\n[route.kubernetes]\nselector = \"app=x\"\nready_label = \"a,b\"")
-        .unwrap_err();
-    assert!(
-        bad.to_string().contains("route[0].kubernetes.ready_label"),
-        "{bad}"
-    );
+    let bad = parse("[[route]]\n[route.kubernetes]\nselector = \"app=x\"\nready_label = \"a,b\"").unwrap_err();
+    assert!(bad.to_string().contains("route[0].kubernetes.ready_label"), "{bad}");
 }

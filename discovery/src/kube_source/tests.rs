@@ -8,10 +8,7 @@ fn source(port: PortRef) -> KubernetesSource {
     KubernetesSource {
         namespace: "skypilot".into(),
         selector: "app=skypilot-api".into(),
-        requirements: vec![LabelRequirement::Equals(
-            "app".into(),
-            "skypilot-api".into(),
-        )],
+        requirements: vec![LabelRequirement::Equals("app".into(), "skypilot-api".into())],
         ready_key: "skypilot.co/ready".into(),
         ready_value: "true".into(),
         port,
@@ -23,8 +20,7 @@ fn pod(labels: serde_json::Value, ready: &str, ip: Option<&str>, deleting: bool)
     if deleting {
         meta["deletionTimestamp"] = "2026-01-01T00:00:00Z".into();
     }
-    let mut status =
-        serde_json::json!({"phase": "Running", "conditions": [{"type": "Ready", "status": ready}]});
+    let mut status = serde_json::json!({"phase": "Running", "conditions": [{"type": "Ready", "status": ready}]});
     if let Some(ip) = ip {
         status["podIP"] = ip.into();
     }
@@ -42,11 +38,8 @@ fn ready_labels() -> serde_json::Value {
 
 #[test]
 fn ready_pod_is_ready_with_uid_identity() {
-    let b = pod_to_backend(
-        &pod(ready_labels(), "True", Some("10.0.0.5"), false),
-        &source(PortRef::Number(46580)),
-    )
-    .unwrap();
+    let b =
+        pod_to_backend(&pod(ready_labels(), "True", Some("10.0.0.5"), false), &source(PortRef::Number(46580))).unwrap();
     assert_eq!(b.lifecycle, Lifecycle::Ready);
     assert_eq!(&*b.identity, "uid-0");
     assert_eq!(&*b.id, "skypilot/api-0");
@@ -58,22 +51,16 @@ fn cordoned_or_terminating_pod_drains() {
     let cordoned = serde_json::json!({"app": "skypilot-api"});
     let s = source(PortRef::Number(1));
     assert_eq!(
-        pod_to_backend(&pod(cordoned, "True", Some("10.0.0.5"), false), &s)
-            .unwrap()
-            .lifecycle,
+        pod_to_backend(&pod(cordoned, "True", Some("10.0.0.5"), false), &s).unwrap().lifecycle,
         Lifecycle::Draining
     );
     assert_eq!(
-        pod_to_backend(&pod(ready_labels(), "True", Some("10.0.0.5"), true), &s)
-            .unwrap()
-            .lifecycle,
+        pod_to_backend(&pod(ready_labels(), "True", Some("10.0.0.5"), true), &s).unwrap().lifecycle,
         Lifecycle::Draining
     );
     let wrong_value = serde_json::json!({"app": "skypilot-api", "skypilot.co/ready": "false"});
     assert_eq!(
-        pod_to_backend(&pod(wrong_value, "True", Some("10.0.0.5"), false), &s)
-            .unwrap()
-            .lifecycle,
+        pod_to_backend(&pod(wrong_value, "True", Some("10.0.0.5"), false), &s).unwrap().lifecycle,
         Lifecycle::Draining
     );
 }
@@ -82,9 +69,7 @@ fn cordoned_or_terminating_pod_drains() {
 fn unready_pod_is_down_and_ipless_pod_is_unroutable() {
     let s = source(PortRef::Number(1));
     assert_eq!(
-        pod_to_backend(&pod(ready_labels(), "False", Some("10.0.0.5"), false), &s)
-            .unwrap()
-            .lifecycle,
+        pod_to_backend(&pod(ready_labels(), "False", Some("10.0.0.5"), false), &s).unwrap().lifecycle,
         Lifecycle::NotReady
     );
     assert!(pod_to_backend(&pod(ready_labels(), "True", None, false), &s).is_none());
@@ -92,11 +77,9 @@ fn unready_pod_is_down_and_ipless_pod_is_unroutable() {
 
 #[test]
 fn named_port_is_resolved_from_the_container() {
-    let b = pod_to_backend(
-        &pod(ready_labels(), "True", Some("10.0.0.5"), false),
-        &source(PortRef::Name("http".into())),
-    )
-    .unwrap();
+    let b =
+        pod_to_backend(&pod(ready_labels(), "True", Some("10.0.0.5"), false), &source(PortRef::Name("http".into())))
+            .unwrap();
     assert_eq!(b.addr.port(), 46580);
     assert!(pod_to_backend(
         &pod(ready_labels(), "True", Some("10.0.0.5"), false),

@@ -1,0 +1,828 @@
+#!/usr/bin/env bash
+# Side-by-side load harness: pinroute vs HAProxy vs nginx vs direct, all in
+# front of the same backend on 127.0.0.1. See benches/harness/README.md.
+#
+#   benches/harness/run.sh [--quick] [--auth] [--perf] [--contenders LIST]
+#                          [--no-build] [--keep-tmp]
+#
+# Results: benches/results/latest.{txt,json} (quick.{txt,json} with --quick).
+set -euo pipefail
+
+usage() {
+    sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'
+    cat <<'EOF'
+
+  --quick            short smoke run (seconds per workload), writes quick.{txt,json}
+  --auth             also run workload f against pinroute (needs [route.auth.basic]);
+                     same as PINROUTE_BENCH_AUTH=1
+  --perf             perf-record pinroute during an extra run of workload a and
+                     write the top symbols to results/<mode>-perf-pinroute.txt
+  --contenders LIST  comma list of direct,pinroute,pinroute-info-log,haproxy,nginx
+                     (default: all)
+  --no-build         use the binaries already in the target dir
+  --keep-tmp         keep the temp dir (configs, logs, raw outputs)
+EOF
+}
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+RESULTS="$ROOT/benches/results"
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+BIN="$TARGET_DIR/release"
+
+QUICK=0 PERF=0 BUILD=1 KEEP_TMP=0
+AUTH="${PINROUTE_BENCH_AUTH:-0}"
+CONTENDERS="direct,pinroute,pinroute-info-log,haproxy,nginx"
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --quick) QUICK=1 ;;
+        --auth) AUTH=1 ;;
+        --perf) PERF=1 ;;
+        --no-build) BUILD=0 ;;
+        --keep-tmp) KEEP_TMP=1 ;;
+        --contenders) CONTENDERS="${2:?--contenders needs a list}"; shift ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "unknown argument: $1" >&2; usage >&2; exit 2 ;;
+    esac
+    shift
+done
+
+# ---- workload sizes -------------------------------------------------------
+if [[ $QUICK == 1 ]]; then
+    MODE=quick DUR_A=4 DUR=3 WARMUP=0 WS_ROUNDS=300
+else
+    MODE=full DUR_A=30 DUR=15 WARMUP=3 WS_ROUNDS=2000
+fi
+CONNS=64            # a, a2, b, f: concurrent connections
+UPLOAD_CONNS=16     # c: concurrent 1 MiB uploads
+UPLOAD_BYTES=1048576
+STREAMS=2000        # d: idle long-lived streams
+WS_CONNS=64         # e: websocket connections
+PROXY_CORE=0        # every contender runs here, one worker
+LOAD_CORE=1         # load generators and the backend run here
+# Other work on this machine (builds, tests) skews every number: before each
+# workload wait (bounded) until the machine is idle, and run the harness's
+# processes at a higher priority than such background work when root.
+QUIET_PCT=${BENCH_QUIET_PCT:-12}        # machine busy % (both cores) counted as idle
+QUIET_MAX=${BENCH_QUIET_MAX:-$([[ $QUICK == 1 ]] && echo 20 || echo 300)}  # s to wait at most
+NICE=${BENCH_NICE:--10}
+COOKIE_NAME=SKYPILOT_ROUTEID
+COOKIE_KEY="pinroute-bench-cookie-key-0123456789"
+# user "bench", password "bench", bcrypt cost 5 (as the chart's htpasswd).
+HTPASSWD_LINE='bench:$2y$05$P4FQ88.sx7XW.mAS5cokJucNJvNwvqf4xzdl..Urx0NBCclMloqoW'
+AUTH_HEADER="Basic YmVuY2g6YmVuY2g="
+
+log() { printf '[harness %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+wants() { [[ ",$CONTENDERS," == *",$1,"* ]]; }
+
+# ---- tools ----------------------------------------------------------------
+install_missing() {
+    local missing=() pair cmd pkg
+    for pair in haproxy:haproxy nginx:nginx wrk:wrk curl:curl taskset:util-linux ss:iproute2; do
+        cmd=${pair%%:*} pkg=${pair#*:}
+        command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
+    done
+    if [[ $PERF == 1 ]] && ! command -v perf >/dev/null 2>&1; then
+        missing+=(linux-perf)
+    fi
+    [[ ${#missing[@]} -eq 0 ]] && return 0
+    [[ $(id -u) == 0 ]] || die "missing ${missing[*]}: install them (apt-get install -y ${missing[*]}) or run as root"
+    log "installing ${missing[*]}"
+    apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null
+}
+install_missing
+
+if [[ $BUILD == 1 ]]; then
+    log "building (release; waits if another build holds the cargo lock)"
+    (cd "$ROOT" && cargo build --release -p pinroute --bin pinroute)
+    (cd "$ROOT" && cargo build --release -p pinroute-benches --bins)
+fi
+for b in pinroute bench_backend idle_streams ws_echo bench_report; do
+    [[ -x "$BIN/$b" ]] || die "$BIN/$b missing: build without --no-build"
+done
+
+# ---- processes, temp dir, cleanup ------------------------------------------
+TMP=$(mktemp -d /tmp/pinroute-bench.XXXXXX)
+RAW="$TMP/raw.jsonl"
+: >"$RAW"
+PIDS=()
+
+stop_pids() {
+    local pid deadline
+    for pid in "$@"; do kill -TERM "$pid" 2>/dev/null || true; done
+    deadline=$((SECONDS + 6))
+    for pid in "$@"; do
+        while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+}
+
+cleanup() {
+    local rc=$?
+    trap - EXIT
+    if [[ ${#PIDS[@]} -gt 0 ]]; then
+        stop_pids "${PIDS[@]}"
+    fi
+    if [[ $KEEP_TMP == 1 ]]; then
+        log "kept $TMP"
+    else
+        rm -rf "$TMP"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+forget_pid() {
+    local keep=() p
+    for p in "${PIDS[@]}"; do [[ $p == "$1" ]] || keep+=("$p"); done
+    PIDS=("${keep[@]}")
+}
+
+if [[ $(id -u) == 0 && $NICE != 0 ]]; then
+    ON_PROXY_CORE=(nice -n "$NICE" taskset -c "$PROXY_CORE")
+    ON_LOAD_CORE=(nice -n "$NICE" taskset -c "$LOAD_CORE")
+else
+    NICE=0
+    ON_PROXY_CORE=(taskset -c "$PROXY_CORE")
+    ON_LOAD_CORE=(taskset -c "$LOAD_CORE")
+fi
+
+# 2,000 streams hold 4,000+ descriptors in a proxy.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+FD_LIMIT=$(ulimit -n)
+((FD_LIMIT >= 8192)) || die "file descriptor limit $FD_LIMIT is too low for $STREAMS streams"
+
+USED_PORTS=" "
+alloc_port() {
+    local p _
+    for _ in $(seq 1 500); do
+        # Below the ephemeral range, so no outgoing connection holds it.
+        p=$((20000 + RANDOM % 12000))
+        [[ $USED_PORTS == *" $p "* ]] && continue
+        if ! ss -Htan "( sport = :$p )" 2>/dev/null | grep -q .; then
+            USED_PORTS+="$p "
+            printf -v "$1" '%s' "$p"
+            return 0
+        fi
+    done
+    die "no free port found"
+}
+
+wait_http() { # URL SECONDS: until it answers 200
+    local deadline=$((SECONDS + $2))
+    while ((SECONDS < deadline)); do
+        [[ $(curl -s -o /dev/null -m 1 -w '%{http_code}' "$1" || true) == 200 ]] && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+json_str() {
+    local s=$1
+    s=${s//\\/\\\\}
+    s=${s//\"/\\\"}
+    s=${s//$'\n'/ | }
+    s=$(printf '%s' "$s" | tr -d '\000-\037')
+    printf '"%s"' "$s"
+}
+
+emit() { # KEY=JSON ... : one raw record
+    local line="{" sep="" kv
+    for kv in "$@"; do
+        line+="$sep\"${kv%%=*}\":${kv#*=}"
+        sep=","
+    done
+    printf '%s}\n' "$line" >>"$RAW"
+}
+
+# ---- the backend ------------------------------------------------------------
+alloc_port P1; alloc_port P2; alloc_port P3
+"${ON_LOAD_CORE[@]}" "$BIN/bench_backend" --listen "127.0.0.1:$P1" --listen "127.0.0.1:$P2" \
+    --listen "127.0.0.1:$P3" --max-secs 7200 >"$TMP/backend.log" 2>&1 &
+BACKEND_PID=$!
+PIDS+=("$BACKEND_PID")
+for p in $P1 $P2 $P3; do
+    wait_http "http://127.0.0.1:$p/api/health" 10 || die "backend on :$p did not start: $(cat "$TMP/backend.log")"
+done
+log "backend pid $BACKEND_PID on :$P1 :$P2 :$P3 (core $LOAD_CORE)"
+
+# ---- contenders -------------------------------------------------------------
+# Each start_* sets C_PORT (client port), C_AUTH_PORT (basic-auth listener, or
+# empty), C_PIDS (processes whose RSS/CPU are measured), C_LOG.
+
+pinroute_config() { # FILE PORT ADMIN EXTRA_TOML
+    cat >"$1" <<EOF
+[server]
+listen = ["127.0.0.1:$2"]
+admin = "127.0.0.1:$3"
+threads = 1
+grace_period = "1s"
+upgrade_sock = "$TMP/pinroute-$2.sock"
+pid_file = "$TMP/pinroute-$2.pid"
+
+[cookie]
+name = "$COOKIE_NAME"
+max_age = "7d"
+
+[[route]]
+prefix = "/"
+backends = ["127.0.0.1:$P1", "127.0.0.1:$P2", "127.0.0.1:$P3"]
+
+[route.health_check]
+enabled = true
+path = "/api/health"
+interval = "5s"
+timeout = "2s"
+$4
+EOF
+}
+
+start_pinroute() { # RUST_LOG [EXTRA_TOML]
+    local level=$1 extra=${2:-} admin cfg
+    alloc_port C_PORT; alloc_port admin
+    cfg="$TMP/pinroute-$C_PORT.toml"
+    C_LOG="$TMP/pinroute-$C_PORT.log"
+    pinroute_config "$cfg" "$C_PORT" "$admin" "$extra"
+    if ! PINROUTE_COOKIE_KEY=$COOKIE_KEY "$BIN/pinroute" check --config "$cfg" >"$C_LOG" 2>&1; then
+        START_ERROR="pinroute check rejected the config: $(tail -c 600 "$C_LOG")"
+        return 1
+    fi
+    env RUST_LOG="$level" PINROUTE_COOKIE_KEY="$COOKIE_KEY" \
+        "${ON_PROXY_CORE[@]}" "$BIN/pinroute" run --config "$cfg" >"$C_LOG" 2>&1 &
+    C_PIDS=$!
+    PIDS+=("$C_PIDS")
+    C_AUTH_PORT=""
+    wait_http "http://127.0.0.1:$C_PORT/api/health" 20 || {
+        START_ERROR="pinroute did not answer 200 on :$C_PORT: $(tail -c 600 "$C_LOG")"
+        return 1
+    }
+}
+
+start_haproxy() {
+    local cfg="$TMP/haproxy.cfg"
+    alloc_port C_PORT; alloc_port C_AUTH_PORT
+    C_LOG="$TMP/haproxy.log"
+    cat >"$cfg" <<EOF
+global
+    nbthread 1
+    maxconn 8000
+
+userlist bench_users
+    user bench password ${HTPASSWD_LINE#bench:}
+
+defaults
+    mode http
+    option http-keep-alive
+    option forwardfor
+    http-reuse safe
+    maxconn 8000
+    timeout connect 3s
+    timeout client 3600s
+    timeout server 3600s
+    timeout tunnel 3600s
+    timeout http-request 60s
+    timeout http-keep-alive 60s
+
+frontend fe
+    bind 127.0.0.1:$C_PORT
+    http-request set-header X-Real-IP %[src]
+    http-request set-header X-Forwarded-Proto http
+    http-request set-header X-Forwarded-Host %[req.hdr(host)]
+    default_backend api
+
+frontend fe_auth
+    bind 127.0.0.1:$C_AUTH_PORT
+    http-request auth realm "SkyPilot API Server" unless { http_auth(bench_users) }
+    http-request set-header X-Real-IP %[src]
+    http-request set-header X-Forwarded-Proto http
+    http-request set-header X-Forwarded-Host %[req.hdr(host)]
+    default_backend api
+
+backend api
+    balance roundrobin
+    cookie $COOKIE_NAME insert indirect nocache httponly attr "Max-Age=604800"
+    option httpchk
+    http-check send meth GET uri /api/health
+    server b1 127.0.0.1:$P1 cookie b1 check inter 5s
+    server b2 127.0.0.1:$P2 cookie b2 check inter 5s
+    server b3 127.0.0.1:$P3 cookie b3 check inter 5s
+EOF
+    haproxy -c -q -f "$cfg" >"$C_LOG" 2>&1 || { START_ERROR="haproxy -c: $(cat "$C_LOG")"; return 1; }
+    "${ON_PROXY_CORE[@]}" haproxy -f "$cfg" -db >"$C_LOG" 2>&1 &
+    C_PIDS=$!
+    PIDS+=("$C_PIDS")
+    wait_http "http://127.0.0.1:$C_PORT/api/health" 20 || {
+        START_ERROR="haproxy did not answer: $(tail -c 600 "$C_LOG")"
+        return 1
+    }
+}
+
+start_nginx() {
+    local dir="$TMP/nginx" master worker
+    mkdir -p "$dir/tmp"
+    alloc_port C_PORT; alloc_port C_AUTH_PORT
+    C_LOG="$dir/error.log"
+    printf '%s\n' "$HTPASSWD_LINE" >"$dir/htpasswd"
+    cat >"$dir/nginx.conf" <<EOF
+daemon off;
+master_process on;
+$( [[ $(id -u) == 0 ]] && echo "user root root;  # the worker reads files in this private temp dir" || true )
+worker_processes 1;
+worker_rlimit_nofile $FD_LIMIT;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 8000; }
+http {
+    access_log off;
+    client_body_temp_path $dir/tmp/body;
+    proxy_temp_path $dir/tmp/proxy;
+    fastcgi_temp_path $dir/tmp/fastcgi;
+    uwsgi_temp_path $dir/tmp/uwsgi;
+    scgi_temp_path $dir/tmp/scgi;
+    client_max_body_size 1000m;
+    keepalive_timeout 65s;
+    # The default (1,000) would reconnect wrk every 1,000 requests; the other
+    # contenders have no such limit.
+    keepalive_requests 1000000;
+    map \$http_upgrade \$connection_upgrade { default upgrade; '' ''; }
+    # Open-source nginx cannot insert a cookie: hash on the client's cookie.
+    upstream api {
+        hash \$cookie_$COOKIE_NAME consistent;
+        server 127.0.0.1:$P1;
+        server 127.0.0.1:$P2;
+        server 127.0.0.1:$P3;
+        keepalive 128;
+        keepalive_requests 1000000;
+    }
+    proxy_http_version 1.1;
+    proxy_set_header Host \$http_host;
+    proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+    proxy_set_header X-Real-IP \$remote_addr;
+    proxy_set_header X-Forwarded-Proto \$scheme;
+    proxy_set_header X-Forwarded-Host \$http_host;
+    proxy_set_header Upgrade \$http_upgrade;
+    proxy_set_header Connection \$connection_upgrade;
+    proxy_read_timeout 3600s;
+    proxy_send_timeout 3600s;
+    # Stream uploads like the other contenders instead of spooling to disk.
+    proxy_request_buffering off;
+    server {
+        listen 127.0.0.1:$C_PORT;
+        location / { proxy_pass http://api; }
+        location /api/stream { proxy_buffering off; proxy_pass http://api; }
+    }
+    server {
+        listen 127.0.0.1:$C_AUTH_PORT;
+        auth_basic "SkyPilot API Server";
+        auth_basic_user_file $dir/htpasswd;
+        location / { proxy_pass http://api; }
+    }
+}
+EOF
+    nginx -t -q -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf" >"$dir/t.log" 2>&1 ||
+        { START_ERROR="nginx -t: $(cat "$dir/t.log")"; return 1; }
+    "${ON_PROXY_CORE[@]}" nginx -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf" >"$dir/stdout.log" 2>&1 &
+    master=$!
+    PIDS+=("$master")
+    wait_http "http://127.0.0.1:$C_PORT/api/health" 20 || {
+        START_ERROR="nginx did not answer: $(tail -c 600 "$C_LOG")"
+        return 1
+    }
+    worker=$(pgrep -P "$master" | tr '\n' ' ')
+    C_PIDS="$master $worker"
+}
+
+start_direct() {
+    C_PORT=$P1
+    C_AUTH_PORT=""
+    C_PIDS=$BACKEND_PID
+    C_LOG="$TMP/backend.log"
+}
+
+start_contender() { # NAME
+    START_ERROR=""
+    case "$1" in
+        direct) start_direct ;;
+        pinroute) start_pinroute warn ;;
+        pinroute-info-log) start_pinroute info ;;
+        haproxy) start_haproxy ;;
+        nginx) start_nginx ;;
+    esac
+}
+
+stop_contender() { # NAME
+    [[ $1 == direct ]] && return 0
+    local pid
+    # nginx: TERM to the master ends its worker too.
+    pid=${C_PIDS%% *}
+    stop_pids "$pid"
+    forget_pid "$pid"
+}
+
+alive() {
+    local p
+    for p in $C_PIDS; do kill -0 "$p" 2>/dev/null || return 1; done
+}
+
+cpu_ticks() {
+    local p t=0 v
+    for p in $C_PIDS; do
+        v=$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12 + $13}') || v=0
+        t=$((t + ${v:-0}))
+    done
+    echo "$t"
+}
+
+rss_kib() {
+    local p t=0 v
+    for p in $C_PIDS; do
+        v=$(awk '/^VmRSS:/{print $2}' "/proc/$p/status" 2>/dev/null) || v=0
+        t=$((t + ${v:-0}))
+    done
+    echo "$t"
+}
+
+core_ticks() { # CORE: user+nice+system ticks of one core (softirq excluded on both sides)
+    awk -v c="cpu$1" '$1 == c {print $2 + $3 + $4}' /proc/stat
+}
+
+machine_busy_ticks() { # busy and total ticks of all cores
+    awk '$1 == "cpu" {busy = $2 + $3 + $4 + $7 + $8 + $9; print busy, busy + $5 + $6}' /proc/stat
+}
+
+# Machine busy % over one second (our processes are idle between workloads).
+busy_pct() {
+    local b0 t0 b1 t1
+    read -r b0 t0 < <(machine_busy_ticks)
+    sleep 1
+    read -r b1 t1 < <(machine_busy_ticks)
+    echo $(((b1 - b0) * 100 / ((t1 - t0) > 0 ? (t1 - t0) : 1)))
+}
+
+QUIET_SEEN=0 # busy % when the last workload started
+wait_quiet() {
+    local deadline=$((SECONDS + QUIET_MAX)) pct told=0
+    while true; do
+        pct=$(busy_pct)
+        if ((pct <= QUIET_PCT)); then
+            QUIET_SEEN=$pct
+            return 0
+        fi
+        if ((SECONDS >= deadline)); then
+            log "machine still ${pct}% busy after ${QUIET_MAX}s; measuring anyway (flagged in the report)"
+            QUIET_SEEN=$pct
+            return 0
+        fi
+        if ((told == 0)); then
+            log "machine ${pct}% busy with other work ($(ps -eo pcpu=,comm= --sort=-pcpu | head -3 | awk '{printf "%s %s%% ", $2, $1}')); waiting up to ${QUIET_MAX}s"
+            told=1
+        fi
+        sleep 2
+    done
+}
+
+# Noise sampling around a workload: CPU on the contender's core used by
+# processes other than the contender, as % of that core.
+NOISE_T0=0 NOISE_C0=0 NOISE_OWN0=0
+noise_start() {
+    NOISE_T0=$(date +%s%N)
+    NOISE_C0=$(core_ticks "$PROXY_CORE")
+    NOISE_OWN0=$(own_core_ticks)
+}
+own_core_ticks() { # the contender's ticks if it runs on the proxy core
+    [[ $CUR == direct ]] && { echo 0; return; }
+    cpu_ticks
+}
+noise_fields() { # prints: quiet_busy_pct=N foreign_core_pct=N
+    local t1 c1 own1 wall_ticks hz
+    t1=$(date +%s%N)
+    c1=$(core_ticks "$PROXY_CORE")
+    own1=$(own_core_ticks)
+    hz=$(getconf CLK_TCK)
+    wall_ticks=$(((t1 - NOISE_T0) * hz / 1000000000))
+    ((wall_ticks > 0)) || wall_ticks=1
+    local foreign=$(((c1 - NOISE_C0) - (own1 - NOISE_OWN0)))
+    ((foreign > 0)) || foreign=0
+    echo "quiet_busy_pct=$QUIET_SEEN foreign_core_pct=$((foreign * 100 / wall_ticks))"
+}
+
+# The cookie a pinned client sends: the one the contender sets, else a fixed
+# value (nginx sets none; its hash only needs some value).
+pinned_cookie() {
+    local v
+    v=$(curl -s -m 2 -D - -o /dev/null "http://127.0.0.1:$C_PORT/api/health" | tr -d '\r' |
+        awk -F'[:;] *' 'tolower($1)=="set-cookie" && $2 ~ /^'"$COOKIE_NAME"'=/ {print $2; exit}') || true
+    echo "${v:-$COOKIE_NAME=bench-client}"
+}
+
+# Which backends answer 10 requests with COOKIE: "b2 x10" when sticky.
+stickiness() {
+    local i out=""
+    for i in $(seq 1 10); do
+        out+=$(curl -s -m 2 -H "Cookie: $1" "http://127.0.0.1:$C_PORT/api/health" |
+            sed -n 's/.*"backend":"\([^"]*\)".*/\1/p')$'\n'
+    done
+    printf '%s' "$out" | sort | uniq -c | awk '{printf "%s%s x%s", (NR>1?", ":""), $2, $1}'
+}
+
+# ---- workloads --------------------------------------------------------------
+WRK_DONE='
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("{\"requests\":%d,\"duration_us\":%d,\"bytes\":%d,\"connect_errors\":%d,\"read_errors\":%d,\"write_errors\":%d,\"status_errors\":%d,\"timeouts\":%d,\"lat_p50_us\":%d,\"lat_p90_us\":%d,\"lat_p99_us\":%d,\"lat_max_us\":%d,\"lat_mean_us\":%.1f}\n",
+    summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max, latency.mean))
+end'
+
+wrk_script() { # FILE METHOD BODY_BYTES HEADER...
+    local file=$1 method=$2 body=$3 h
+    shift 3
+    {
+        printf 'wrk.method = "%s"\n' "$method"
+        ((body > 0)) && printf 'wrk.body = string.rep("x", %d)\nwrk.headers["Content-Type"] = "application/octet-stream"\n' "$body"
+        for h in "$@"; do
+            printf 'wrk.headers["%s"] = "%s"\n' "${h%%: *}" "${h#*: }"
+        done
+        printf '%s\n' "$WRK_DONE"
+    } >"$file"
+}
+
+CUR=""           # contender being measured
+WORKLOAD_NOTE="" # extra note for the next record
+NOTE_FN=""       # function whose output is added to the note after the run
+
+run_wrk() { # WORKLOAD TITLE CONNS SECONDS PORT PATH METHOD BODY_BYTES HEADER...
+    local workload=$1 title=$2 conns=$3 secs=$4 port=$5 path=$6 method=$7 body=$8
+    shift 8
+    local lua="$TMP/$CUR-$workload.lua" out t0 t1 result rss
+    wrk_script "$lua" "$method" "$body" "$@"
+    wait_quiet
+    log "$CUR: $workload ($secs s, $conns conns)"
+    noise_start
+    t0=$(cpu_ticks)
+    out=$(timeout $((secs + 30)) "${ON_LOAD_CORE[@]}" wrk -t1 -c"$conns" -d"${secs}s" --timeout 5s \
+        -s "$lua" "http://127.0.0.1:$port$path" 2>&1) || true
+    t1=$(cpu_ticks)
+    rss=$(rss_kib)
+    local noise
+    noise=$(noise_fields)
+    printf '%s\n' "$out" >"$TMP/$CUR-$workload.wrk.txt"
+    result=$(printf '%s\n' "$out" | grep '^{"requests"' | tail -1) || true
+    if [[ -z $result ]]; then
+        emit contender="$(json_str "$CUR")" workload="$(json_str "$workload")" title="$(json_str "$title")" \
+            error="$(json_str "wrk produced no result: $(printf '%s' "$out" | tail -5)")"
+        return 0
+    fi
+    [[ -n $NOTE_FN ]] && WORKLOAD_NOTE+="${WORKLOAD_NOTE:+; }$($NOTE_FN)"
+    emit contender="$(json_str "$CUR")" workload="$(json_str "$workload")" title="$(json_str "$title")" \
+        rss_kib="$rss" cpu_ticks=$((t1 - t0)) clk_tck="$(getconf CLK_TCK)" body_bytes="$body" \
+        $noise note="$(json_str "$WORKLOAD_NOTE")" result="$result"
+    WORKLOAD_NOTE=""
+}
+
+warmup() { # PORT HEADER...
+    ((WARMUP > 0)) || return 0
+    local port=$1 lua="$TMP/warmup.lua"
+    shift
+    wrk_script "$lua" GET 0 "$@"
+    timeout $((WARMUP + 20)) "${ON_LOAD_CORE[@]}" wrk -t1 -c"$CONNS" -d"${WARMUP}s" -s "$lua" \
+        "http://127.0.0.1:$port/api/health" >/dev/null 2>&1 || true
+}
+
+run_idle_streams() { # COOKIE
+    local title="$STREAMS concurrent idle /api/stream connections: RSS growth per open stream" out result t0 t1 rss
+    wait_quiet
+    log "$CUR: d_idle_streams ($STREAMS streams)"
+    noise_start
+    t0=$(cpu_ticks)
+    # shellcheck disable=SC2046 # one --pid per measured process
+    out=$(timeout 150 "${ON_LOAD_CORE[@]}" "$BIN/idle_streams" --target "127.0.0.1:$C_PORT" \
+        $(printf -- '--pid %s ' $C_PIDS) --streams "$STREAMS" --hold 120 --beat 5 --cookie "$1" \
+        --timeout 90 --settle 2 2>&1) || true
+    t1=$(cpu_ticks)
+    rss=$(rss_kib)
+    local noise
+    noise=$(noise_fields)
+    result=$(printf '%s\n' "$out" | grep '^{"streams_requested"' | tail -1) || true
+    if [[ -z $result ]]; then
+        emit contender="$(json_str "$CUR")" workload='"d_idle_streams"' title="$(json_str "$title")" \
+            error="$(json_str "idle_streams produced no result: $(printf '%s' "$out" | tail -5)")"
+    else
+        emit contender="$(json_str "$CUR")" workload='"d_idle_streams"' title="$(json_str "$title")" \
+            rss_kib="$rss" $noise note="$(json_str "$WORKLOAD_NOTE")" result="$result"
+    fi
+    WORKLOAD_NOTE=""
+    # The proxies close their upstream streams; the backend notices at the
+    # next heartbeat.
+    sleep 6
+}
+
+run_ws_echo() { # COOKIE
+    local title="websocket echo: $WS_CONNS connections x $WS_ROUNDS round trips (32-byte frames)" out result t0 t1 rss
+    wait_quiet
+    log "$CUR: e_ws_echo ($WS_CONNS x $WS_ROUNDS)"
+    noise_start
+    t0=$(cpu_ticks)
+    out=$(timeout 120 "${ON_LOAD_CORE[@]}" "$BIN/ws_echo" --url "ws://127.0.0.1:$C_PORT/ws" \
+        --conns "$WS_CONNS" --rounds "$WS_ROUNDS" --size 32 --cookie "$1" --timeout 90 2>&1) || true
+    t1=$(cpu_ticks)
+    rss=$(rss_kib)
+    local noise
+    noise=$(noise_fields)
+    result=$(printf '%s\n' "$out" | grep '^{"conns"' | tail -1) || true
+    if [[ -z $result ]]; then
+        emit contender="$(json_str "$CUR")" workload='"e_ws_echo"' title="$(json_str "$title")" \
+            error="$(json_str "ws_echo produced no result: $(printf '%s' "$out" | tail -5)")"
+    else
+        emit contender="$(json_str "$CUR")" workload='"e_ws_echo"' title="$(json_str "$title")" \
+            rss_kib="$rss" cpu_ticks=$((t1 - t0)) clk_tck="$(getconf CLK_TCK)" $noise result="$result"
+    fi
+}
+
+skip() { # WORKLOAD TITLE REASON
+    emit contender="$(json_str "$CUR")" workload="$(json_str "$1")" title="$(json_str "$2")" skipped="$(json_str "$3")"
+}
+
+# A contender that died is reported, then restarted for the next workload.
+check_alive() { # WORKLOAD
+    alive && return 0
+    local tail_log
+    tail_log=$(tail -c 800 "$C_LOG" 2>/dev/null || true)
+    log "$CUR died during $1: $tail_log"
+    emit contender="$(json_str "$CUR")" workload="$(json_str "$1")" title='"contender exited"' \
+        error="$(json_str "$CUR exited during $1; log tail: $tail_log")"
+    stop_contender "$CUR" || true
+    start_contender "$CUR" || die "could not restart $CUR: $START_ERROR"
+}
+
+T_A="small GET /api/health, keep-alive, $CONNS conns, pinned cookie (wrk)"
+T_A2="small GET /api/health, keep-alive, $CONNS conns, no cookie: every request is a new client (wrk)"
+T_B="small GET, a new connection per request (Connection: close), $CONNS conns (wrk)"
+T_C="1 MiB POST /upload, $UPLOAD_CONNS conns (wrk)"
+T_F="small GET with basic auth (bcrypt cost 5), $CONNS conns, pinned cookie (wrk)"
+
+measure_contender() { # NAME
+    CUR=$1
+    start_contender "$CUR" || {
+        log "$CUR failed to start: $START_ERROR"
+        emit contender="$(json_str "$CUR")" workload='"a_get"' title="$(json_str "$T_A")" \
+            error="$(json_str "$CUR did not start: $START_ERROR")"
+        stop_contender "$CUR" 2>/dev/null || true
+        return 0
+    }
+    local cookie sticky
+    cookie=$(pinned_cookie)
+    sticky=$(stickiness "$cookie")
+    log "$CUR up: port $C_PORT, pids $C_PIDS, cookie '$cookie' -> $sticky"
+
+    warmup "$C_PORT" "Cookie: $cookie"
+    WORKLOAD_NOTE="cookie $cookie -> $sticky"
+    [[ $CUR == pinroute-info-log ]] && NOTE_FN=info_log_note
+    run_wrk a_get "$T_A" "$CONNS" "$DUR_A" "$C_PORT" /api/health GET 0 "Cookie: $cookie"
+    NOTE_FN=""
+    check_alive a_get
+
+    if [[ $CUR == pinroute-info-log ]]; then
+        # Only workload a: this contender is there to price the access log.
+        stop_contender "$CUR"
+        return 0
+    fi
+
+    if [[ $PERF == 1 && $CUR == pinroute ]]; then
+        perf_pinroute "$cookie"
+    fi
+
+    if [[ $CUR == nginx ]]; then
+        WORKLOAD_NOTE="nginx: every cookieless request hashes the empty cookie, so all go to one backend"
+    fi
+    run_wrk a2_get_new_client "$T_A2" "$CONNS" "$DUR" "$C_PORT" /api/health GET 0
+    check_alive a2_get_new_client
+
+    run_wrk b_conn_close "$T_B" "$CONNS" "$DUR" "$C_PORT" /api/health GET 0 "Cookie: $cookie" "Connection: close"
+    check_alive b_conn_close
+
+    run_wrk c_upload "$T_C" "$UPLOAD_CONNS" "$DUR" "$C_PORT" /upload POST "$UPLOAD_BYTES" "Cookie: $cookie"
+    check_alive c_upload
+
+    [[ $CUR == direct ]] && WORKLOAD_NOTE="direct: RSS is the backend's own cost per stream"
+    run_idle_streams "$cookie"
+    check_alive d_idle_streams
+
+    run_ws_echo "$cookie"
+    check_alive e_ws_echo
+
+    run_auth "$cookie"
+    stop_contender "$CUR"
+}
+
+info_log_note() {
+    printf 'RUST_LOG=info, stderr to a file: %s lines, %s MiB written (warm-up included)' \
+        "$(grep -c . "$C_LOG" || true)" "$(du -m "$C_LOG" | cut -f1)"
+}
+
+run_auth() { # COOKIE
+    case "$CUR" in
+        direct) skip f_get_basic_auth "$T_F" "the backend has no auth: nothing to compare" ;;
+        haproxy|nginx)
+            WORKLOAD_NOTE="separate listener with auth in the same process"
+            run_wrk f_get_basic_auth "$T_F" "$CONNS" "$DUR" "$C_AUTH_PORT" /api/health GET 0 \
+                "Cookie: $1" "Authorization: $AUTH_HEADER"
+            ;;
+        pinroute)
+            if [[ $AUTH != 1 ]]; then
+                skip f_get_basic_auth "$T_F" "pinroute has no basic auth yet (run with --auth or PINROUTE_BENCH_AUTH=1 once it does)"
+                return 0
+            fi
+            # A second pinroute with the auth snippet; the first one stays as it is.
+            local saved_pids=$C_PIDS saved_port=$C_PORT saved_log=$C_LOG
+            if start_pinroute warn "$(printf '[route.auth.basic]\nhtpasswd = "%s"\n' "$HTPASSWD_LINE")"; then
+                local code
+                code=$(curl -s -o /dev/null -m 2 -w '%{http_code}' "http://127.0.0.1:$C_PORT/api/health" || true)
+                WORKLOAD_NOTE="separate pinroute process with [route.auth.basic]; unauthenticated GET answered $code"
+                run_wrk f_get_basic_auth "$T_F" "$CONNS" "$DUR" "$C_PORT" /api/health GET 0 \
+                    "Cookie: $1" "Authorization: $AUTH_HEADER"
+            else
+                emit contender='"pinroute"' workload='"f_get_basic_auth"' title="$(json_str "$T_F")" \
+                    error="$(json_str "$START_ERROR")"
+            fi
+            stop_pids "${C_PIDS%% *}"
+            forget_pid "${C_PIDS%% *}"
+            C_PIDS=$saved_pids C_PORT=$saved_port C_LOG=$saved_log
+            ;;
+    esac
+}
+
+PERF_OUT=""
+perf_pinroute() { # COOKIE: an extra, unrecorded run of workload a under perf
+    local data="$TMP/perf.data" secs=$((DUR_A > 10 ? 10 : DUR_A))
+    PERF_OUT="$RESULTS/$MODE-perf-pinroute.txt"
+    log "pinroute: perf record during an extra ${secs}s of workload a (not in the table)"
+    local lua="$TMP/perf.lua"
+    wrk_script "$lua" GET 0 "Cookie: $1"
+    "${ON_LOAD_CORE[@]}" wrk -t1 -c"$CONNS" -d"$((secs + 2))s" -s "$lua" \
+        "http://127.0.0.1:$C_PORT/api/health" >"$TMP/perf-wrk.txt" 2>&1 &
+    local wrk_pid=$!
+    sleep 1
+    "${ON_LOAD_CORE[@]}" perf record -q -F 999 -g -p "${C_PIDS%% *}" -o "$data" -- sleep "$secs" \
+        >"$TMP/perf.log" 2>&1 || true
+    wait "$wrk_pid" || true
+    {
+        echo "perf record -F 999 -g on pinroute (threads = 1, core $PROXY_CORE) during workload a"
+        echo "(GET /api/health, keep-alive, $CONNS conns, pinned cookie), ${secs}s; self time per symbol."
+        echo
+        perf report -i "$data" --no-children -g none --percent-limit 0.7 --stdio --sort dso,symbol 2>/dev/null |
+            grep -v '^#' | grep -v '^$' | head -60
+        echo
+        echo "by shared object:"
+        perf report -i "$data" --no-children -g none --stdio --sort dso 2>/dev/null |
+            grep -v '^#' | grep -v '^$' | head -12
+    } >"$PERF_OUT" || true
+}
+
+# ---- run --------------------------------------------------------------------
+log "mode $MODE; contenders $CONTENDERS; temp dir $TMP"
+for c in direct pinroute pinroute-info-log haproxy nginx; do
+    wants "$c" && measure_contender "$c"
+done
+stop_pids "$BACKEND_PID"
+forget_pid "$BACKEND_PID"
+
+# ---- report -----------------------------------------------------------------
+mkdir -p "$RESULTS"
+version_of() { "$@" 2>&1 | head -1 || true; }
+COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [[ -n $(git -C "$ROOT" status --porcelain 2>/dev/null | grep -v '^??' || true) ]]; then
+    COMMIT+=" (uncommitted changes in the tree)"
+fi
+NOTES=(
+    "every contender runs on core $PROXY_CORE with one worker (pinroute threads = 1, HAProxy nbthread 1, nginx worker_processes 1); wrk (-t1), the Rust clients and the backend share core $LOAD_CORE, which bounds 'direct'"
+    "RSS and CPU columns are the contender's process(es) (nginx: master + worker; direct: the backend); CPU µs/rq = contender CPU time / requests; CPU% is of one core"
+    "pinroute: static backends, cookie on, health checks on (5 s), RUST_LOG=warn (access log off); pinroute-info-log is the same at RUST_LOG=info with stderr to a file"
+    "HAProxy: cookie $COOKIE_NAME insert indirect nocache, balance roundrobin, http-reuse safe, health checks inter 5s"
+    "nginx: open-source nginx has no cookie insertion: hash \$cookie_$COOKIE_NAME consistent; keep-alive upstreams (keepalive 128), no active health checks, proxy_request_buffering off, proxy_buffering off on /api/stream"
+    "all proxies add X-Forwarded-For/-Proto/-Host and X-Real-IP; 'errors' = connect/read/write errors and timeouts (streams: failed or closed early); non2xx = responses >= 400"
+    "noise: before each workload the harness waits (at most ${QUIET_MAX}s) until the machine is <= ${QUIET_PCT}% busy; 'foreign' is CPU used on core $PROXY_CORE by other processes during the workload; harness processes run at nice $NICE"
+    "latencies are wrk's (request sent to response read, per connection); ws round trips are measured by ws_echo"
+)
+REPORT_NOTES=()
+for n in "${NOTES[@]}"; do REPORT_NOTES+=(--note "$n"); done
+OUT_NAME=$([[ $MODE == full ]] && echo latest || echo quick)
+"$BIN/bench_report" --raw "$RAW" --out-txt "$RESULTS/$OUT_NAME.txt" --out-json "$RESULTS/$OUT_NAME.json" \
+    --meta "mode=$MODE (a: ${DUR_A}s, others: ${DUR}s, warm-up ${WARMUP}s)" \
+    --meta "date=$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
+    --meta "commit=$COMMIT" \
+    --meta "nproc=$(nproc)" \
+    --meta "cpu=$(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)" \
+    --meta "kernel=$(uname -sr)" \
+    --meta "memory=$(awk '/^MemTotal/{printf "%.1f GiB", $2/1048576}' /proc/meminfo)" \
+    --meta "haproxy=$(version_of haproxy -v)" \
+    --meta "nginx=$(version_of nginx -v)" \
+    --meta "wrk=$(version_of wrk -v)" \
+    --meta "rustc=$(version_of rustc --version)" \
+    --meta "fd_limit=$FD_LIMIT" \
+    "${REPORT_NOTES[@]}"
+log "results: $RESULTS/$OUT_NAME.txt, $RESULTS/$OUT_NAME.json${PERF_OUT:+, $PERF_OUT}"

@@ -1,0 +1,102 @@
+//! Config reload on SIGHUP and when the file changes: load, validate, diff,
+//! swap. An invalid file keeps the running config and logs exactly what is
+//! wrong; open connections are never dropped by a reload.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use pinroute_config::Config;
+
+use crate::state::Shared;
+
+/// How often the file's modification time is checked.
+const POLL: Duration = Duration::from_secs(1);
+
+/// The reload background service.
+#[derive(Debug)]
+pub struct Reloader {
+    shared: Arc<Shared>,
+    path: PathBuf,
+    env_key: Option<String>,
+}
+
+/// What a reload did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReloadOutcome {
+    /// The new config is in force.
+    Applied,
+    /// Nothing changed.
+    Unchanged,
+    /// The file is invalid; the old config stays.
+    Rejected(String),
+}
+
+impl Reloader {
+    /// Reloads `path` into `shared`.
+    pub fn new(shared: Arc<Shared>, path: PathBuf, env_key: Option<String>) -> Reloader {
+        Reloader { shared, path, env_key }
+    }
+
+    /// Loads, validates and applies the file once.
+    pub fn reload(&self) -> ReloadOutcome {
+        let new = match Config::load(&self.path, self.env_key.clone()) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "config reload rejected; keeping the running config");
+                return ReloadOutcome::Rejected(e.to_string());
+            }
+        };
+        let old = self.shared.config();
+        if *old == new {
+            return ReloadOutcome::Unchanged;
+        }
+        if old.server != new.server {
+            tracing::warn!(
+                "[server] changes (listeners, admin, threads, …) take effect on restart or SIGQUIT upgrade only"
+            );
+        }
+        let routes: Vec<String> = new.routes.iter().map(|r| r.prefix.clone()).collect();
+        self.shared.apply_config(Arc::new(new));
+        tracing::info!(?routes, file = %self.path.display(), "config reloaded");
+        ReloadOutcome::Applied
+    }
+
+    fn modified(&self) -> Option<SystemTime> {
+        std::fs::metadata(&self.path).and_then(|m| m.modified()).ok()
+    }
+}
+
+#[async_trait]
+impl BackgroundService for Reloader {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGHUP; reloads only on file change");
+                return;
+            }
+        };
+        let mut seen = self.modified();
+        loop {
+            tokio::select! {
+                _ = hangup.recv() => {
+                    tracing::info!("SIGHUP: reloading config");
+                    seen = self.modified();
+                    self.reload();
+                }
+                _ = tokio::time::sleep(POLL) => {
+                    let now = self.modified();
+                    if now != seen {
+                        seen = now;
+                        self.reload();
+                    }
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
