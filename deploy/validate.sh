@@ -17,7 +17,7 @@
 #   5. renders that must fail (guards in the templates)
 #   6. `pinroute check` of every rendered pinroute.toml and of
 #      deploy/pinroute-kubernetes.toml (the binary: $PINROUTE_BIN, else
-#      target/release/pinroute, else built with cargo)
+#      `cargo build --release -p pinroute`, a no-op when up to date)
 #   7. kubernetes-validate of deploy/rbac.yaml
 #   8. grafana-dashboard.json: JSON, datasource input, panel ids, metric
 #      names, and every PromQL expression parsed by promtool (Debian's
@@ -218,9 +218,9 @@ else
   step "pinroute check of the rendered configs"
   bin="${PINROUTE_BIN:-}"
   if [ -z "$bin" ]; then
-    if [ ! -x "$root/target/release/pinroute" ]; then
-      (cd "$root" && cargo build --release -p pinroute)
-    fi
+    # Up to date with the sources (a no-op when it already is): a stale
+    # binary would judge the config keys of another version.
+    (cd "$root" && cargo build --release --quiet -p pinroute)
     bin="$root/target/release/pinroute"
   fi
   printf 'x%.0s' $(seq 1 32) > "$work/cookie.key"

@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod fake_kube;
+pub mod load;
 pub mod process;
 
 pub use process::{free_port, http_client, wait_until, BackendProcess, ProxyProcess};

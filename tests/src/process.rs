@@ -195,6 +195,32 @@ impl ProxyProcess {
         Ok(ProxyProcess { addr, admin, config_path, log_path, child })
     }
 
+    /// Starts a second proxy on the same config with `--upgrade`: it takes
+    /// the listeners over when this one gets SIGQUIT.
+    pub fn spawn_upgrade(&self, bin: &Path, env: &[(&str, &str)]) -> anyhow::Result<ProxyProcess> {
+        let log_path = self.log_path.with_extension("upgrade.log");
+        let log = std::fs::File::create(&log_path)?;
+        let mut cmd = Command::new(bin);
+        cmd.args(["run", "--upgrade", "--config"])
+            .arg(&self.config_path)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .env("RUST_LOG", "info");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().with_context(|| format!("spawning {}", bin.display()))?;
+        Ok(ProxyProcess { addr: self.addr, admin: self.admin, config_path: self.config_path.clone(), log_path, child })
+    }
+
+    /// Rewrites the config file's routes (the `[server]` part is kept).
+    pub fn rewrite_routes(&self, body: &str) -> anyhow::Result<()> {
+        let text = std::fs::read_to_string(&self.config_path)?;
+        let server = text.split("\n[[route]]").next().unwrap_or("");
+        std::fs::write(&self.config_path, format!("{server}\n{body}"))?;
+        Ok(())
+    }
+
     /// Whether `/readyz` answers 200 right now.
     pub async fn is_ready(&self) -> bool {
         http_client().get(self.admin_url("/readyz")).send().await.map(|r| r.status().is_success()).unwrap_or(false)

@@ -120,6 +120,9 @@ async fn shutdown_sequence(state: Shared, trigger: impl std::future::Future<Outp
     tracing::info!(backend = %state.options.name, "demo backend shutting down");
     tokio::time::sleep(state.options.shutdown_grace).await;
     state.refusing.store(true, Ordering::SeqCst);
+    // A real server is still finishing the commands it accepted for a while;
+    // stay in the refusing phase at least a second (or the whole wait).
+    tokio::time::sleep(state.options.shutdown_wait.min(Duration::from_secs(1))).await;
     let deadline = Instant::now() + state.options.shutdown_wait;
     while state.in_flight.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -278,7 +281,19 @@ async fn other(State(state): State<Shared>, method: Method, uri: Uri, body: Body
         // A backend dying after the request reached it: the proxy must not replay it.
         std::process::exit(3);
     }
-    let id = format!("{}-{:08x}", state.options.name, state.next_id.fetch_add(1, Ordering::Relaxed));
+    // Request ids are uuids in skypilot; unique across backends here too.
+    let id = format!(
+        "{:08x}-{}-{:04x}",
+        rand::random::<u32>(),
+        state.options.name,
+        state.next_id.fetch_add(1, Ordering::Relaxed)
+    );
+    if let Ok(mut ids) = state.ids.lock() {
+        ids.insert(id.clone());
+    }
+    if let Ok(mut latest) = state.latest.lock() {
+        *latest = Some(id.clone());
+    }
     let mut response = Json(json!({"backend": state.options.name, "request_id": id, "bytes": bytes})).into_response();
     if let Ok(v) = HeaderValue::from_str(&id) {
         response.headers_mut().insert("x-skypilot-request-id", v);

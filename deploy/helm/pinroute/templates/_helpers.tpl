@@ -169,6 +169,29 @@ out); the dict is {"map": ..., "owned": [keys the chart sets], "where": "config.
 {{- toJson ($ns | uniq) -}}
 {{- end -}}
 
+{{/* The [server] table: pinroute applies it only at start (no reload). */}}
+{{- define "pinroute.config.server" -}}
+{{- $config := .Values.config | default dict -}}
+[server]
+listen = [{{ printf "%s:%d" .Values.bindAddress (.Values.ports.http | int) | toJson }}]
+admin = {{ printf "%s:%d" .Values.bindAddress (.Values.ports.admin | int) | toJson }}
+upgrade_sock = "/tmp/pinroute_upgrade.sock"
+pid_file = "/tmp/pinroute.pid"
+{{- include "pinroute.tomlPairs" (dict "map" ($config.server | default dict) "owned" (list "listen" "admin" "upgrade_sock" "pid_file") "where" "config.server") }}
+{{- end -}}
+
+{{/*
+What rolls the pods when it changes: with configReload only what pinroute
+cannot reload ([server], or a whole configOverride); else the whole file.
+*/}}
+{{- define "pinroute.config.restartChecksum" -}}
+{{- if and .Values.configReload (not .Values.configOverride) -}}
+{{- include "pinroute.config.server" . | sha256sum -}}
+{{- else -}}
+{{- include "pinroute.config" . | sha256sum -}}
+{{- end -}}
+{{- end -}}
+
 {{/* pinroute.toml */}}
 {{- define "pinroute.config" -}}
 {{- if .Values.configOverride -}}
@@ -177,12 +200,7 @@ out); the dict is {"map": ..., "owned": [keys the chart sets], "where": "config.
 {{- $config := .Values.config | default dict -}}
 # Rendered by the pinroute Helm chart from .Values.config; edit the values,
 # not this ConfigMap. Keys: pinroute README, "Configuration".
-[server]
-listen = [{{ printf "%s:%d" .Values.bindAddress (.Values.ports.http | int) | toJson }}]
-admin = {{ printf "%s:%d" .Values.bindAddress (.Values.ports.admin | int) | toJson }}
-upgrade_sock = "/tmp/pinroute_upgrade.sock"
-pid_file = "/tmp/pinroute.pid"
-{{- include "pinroute.tomlPairs" (dict "map" ($config.server | default dict) "owned" (list "listen" "admin" "upgrade_sock" "pid_file") "where" "config.server") }}
+{{ include "pinroute.config.server" . }}
 
 [cookie]
 {{- if eq .Values.cookieKey.mountAs "file" }}
