@@ -195,7 +195,8 @@ async fn api_server_outage_and_410_leave_routing_unchanged() {
     c.kube.set_down(false);
     c.kube.expire_history();
     c.kube.remove_label(NS, &home, READY.0);
-    wait_state(&p, &home, "draining").await;
+    let recovered = wait_state(&p, &home, "draining").await;
+    eprintln!("change made while the API server was away seen {recovered:?} after it came back");
     let r = get(&p, "/api/health", Some(&cookie)).await;
     failed += usize::from(r.status() != 200 || served_by(&r) != home);
     assert!(sent > 20);

@@ -64,7 +64,8 @@ LOAD_CORE=1         # load generators and the backend run here
 # workload wait (bounded) until the machine is idle, and run the harness's
 # processes at a higher priority than such background work when root.
 QUIET_PCT=${BENCH_QUIET_PCT:-12}        # machine busy % (both cores) counted as idle
-QUIET_MAX=${BENCH_QUIET_MAX:-$([[ $QUICK == 1 ]] && echo 20 || echo 300)}  # s to wait at most
+QUIET_MAX=${BENCH_QUIET_MAX:-$([[ $QUICK == 1 ]] && echo 15 || echo 120)}  # s to wait per workload
+QUIET_BUDGET=${BENCH_QUIET_BUDGET:-$([[ $QUICK == 1 ]] && echo 60 || echo 1200)}  # s to wait in all
 NICE=${BENCH_NICE:--10}
 COOKIE_NAME=SKYPILOT_ROUTEID
 COOKIE_KEY="pinroute-bench-cookie-key-0123456789"
@@ -428,13 +429,9 @@ alive() {
     for p in $C_PIDS; do kill -0 "$p" 2>/dev/null || return 1; done
 }
 
-cpu_ticks() {
-    local p t=0 v
-    for p in $C_PIDS; do
-        v=$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12 + $13}') || v=0
-        t=$((t + ${v:-0}))
-    done
-    echo "$t"
+cpu_ticks() { # the contender's
+    # shellcheck disable=SC2086 # nginx: master and worker
+    pid_ticks $C_PIDS
 }
 
 rss_kib() {
@@ -446,12 +443,8 @@ rss_kib() {
     echo "$t"
 }
 
-core_ticks() { # CORE: user+nice+system ticks of one core (softirq excluded on both sides)
-    awk -v c="cpu$1" '$1 == c {print $2 + $3 + $4}' /proc/stat
-}
-
 machine_busy_ticks() { # busy and total ticks of all cores
-    awk '$1 == "cpu" {busy = $2 + $3 + $4 + $7 + $8 + $9; print busy, busy + $5 + $6}' /proc/stat
+    awk '$1 == "cpu" {busy = $2 + $3 + $4 + $7 + $8; print busy, busy + $5 + $6 + $9}' /proc/stat
 }
 
 # Machine busy % over one second (our processes are idle between workloads).
@@ -463,51 +456,77 @@ busy_pct() {
     echo $(((b1 - b0) * 100 / ((t1 - t0) > 0 ? (t1 - t0) : 1)))
 }
 
-QUIET_SEEN=0 # busy % when the last workload started
+busiest() { # the three busiest processes over half a second
+    top -bn2 -d 0.5 -w 200 2>/dev/null | awk '/^ *PID/ {n++; next} n == 2 && $9 + 0 > 0 {printf "%s %s%%, ", $12, $9; if (++k == 3) exit}'
+}
+
+QUIET_SEEN=0 # machine busy % when the last workload started
+QUIET_SPENT=0
 wait_quiet() {
-    local deadline=$((SECONDS + QUIET_MAX)) pct told=0
+    local deadline=$((SECONDS + QUIET_MAX)) pct told=0 start=$SECONDS
+    ((QUIET_SPENT < QUIET_BUDGET)) || deadline=$SECONDS
     while true; do
         pct=$(busy_pct)
         if ((pct <= QUIET_PCT)); then
-            QUIET_SEEN=$pct
-            return 0
+            break
         fi
         if ((SECONDS >= deadline)); then
-            log "machine still ${pct}% busy after ${QUIET_MAX}s; measuring anyway (flagged in the report)"
-            QUIET_SEEN=$pct
-            return 0
+            log "machine ${pct}% busy; measuring anyway (flagged in the report; quiet-wait budget used: ${QUIET_SPENT}s of ${QUIET_BUDGET}s)"
+            break
         fi
         if ((told == 0)); then
-            log "machine ${pct}% busy with other work ($(ps -eo pcpu=,comm= --sort=-pcpu | head -3 | awk '{printf "%s %s%% ", $2, $1}')); waiting up to ${QUIET_MAX}s"
+            log "machine ${pct}% busy with other work ($(busiest)); waiting up to $((deadline - SECONDS))s"
             told=1
         fi
         sleep 2
     done
+    QUIET_SEEN=$pct
+    QUIET_SPENT=$((QUIET_SPENT + SECONDS - start))
 }
 
-# Noise sampling around a workload: CPU on the contender's core used by
-# processes other than the contender, as % of that core.
-NOISE_T0=0 NOISE_C0=0 NOISE_OWN0=0
+pid_ticks() { # PID...: utime + stime, all threads
+    local p t=0 v
+    for p in "$@"; do
+        v=$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12 + $13}') || v=0
+        t=$((t + ${v:-0}))
+    done
+    echo "$t"
+}
+
+# CPU of every finished child of this shell (the load generators); sets
+# CHILD_TICKS. `times` must run in this shell, not in a $(...) subshell.
+children_ticks() {
+    times >"$TMP/times"
+    CHILD_TICKS=$(awk -v hz="$(getconf CLK_TCK)" 'NR == 2 {
+        t = 0
+        for (i = 1; i <= 2; i++) { split($i, a, "m"); sub("s", "", a[2]); t += a[1] * 60 + a[2] }
+        printf "%d\n", t * hz }' "$TMP/times")
+}
+
+# Noise: CPU used on the machine, both cores, by anything but the contender,
+# the backend and the harness's own clients during the workload.
+NOISE_T0=0 NOISE_M0=0 NOISE_OWN0=0 NOISE_FIELDS=""
+own_ticks() { # sets OWN_TICKS
+    children_ticks
+    OWN_TICKS=$(($(pid_ticks $C_PIDS) + CHILD_TICKS))
+    [[ $CUR == direct ]] || OWN_TICKS=$((OWN_TICKS + $(pid_ticks "$BACKEND_PID")))
+}
 noise_start() {
     NOISE_T0=$(date +%s%N)
-    NOISE_C0=$(core_ticks "$PROXY_CORE")
-    NOISE_OWN0=$(own_core_ticks)
+    read -r NOISE_M0 _ < <(machine_busy_ticks)
+    own_ticks
+    NOISE_OWN0=$OWN_TICKS
 }
-own_core_ticks() { # the contender's ticks if it runs on the proxy core
-    [[ $CUR == direct ]] && { echo 0; return; }
-    cpu_ticks
-}
-noise_fields() { # prints: quiet_busy_pct=N foreign_core_pct=N
-    local t1 c1 own1 wall_ticks hz
+noise_end() { # sets NOISE_FIELDS: quiet_busy_pct=N foreign_cpu_pct=N
+    local t1 m1 wall_ticks foreign
     t1=$(date +%s%N)
-    c1=$(core_ticks "$PROXY_CORE")
-    own1=$(own_core_ticks)
-    hz=$(getconf CLK_TCK)
-    wall_ticks=$(((t1 - NOISE_T0) * hz / 1000000000))
+    read -r m1 _ < <(machine_busy_ticks)
+    own_ticks
+    wall_ticks=$(((t1 - NOISE_T0) * $(getconf CLK_TCK) / 1000000000))
     ((wall_ticks > 0)) || wall_ticks=1
-    local foreign=$(((c1 - NOISE_C0) - (own1 - NOISE_OWN0)))
+    foreign=$(((m1 - NOISE_M0) - (OWN_TICKS - NOISE_OWN0)))
     ((foreign > 0)) || foreign=0
-    echo "quiet_busy_pct=$QUIET_SEEN foreign_core_pct=$((foreign * 100 / wall_ticks))"
+    NOISE_FIELDS="quiet_busy_pct=$QUIET_SEEN foreign_cpu_pct=$((foreign * 100 / wall_ticks))"
 }
 
 # The cookie a pinned client sends: the one the contender sets, else a fixed
@@ -568,8 +587,7 @@ run_wrk() { # WORKLOAD TITLE CONNS SECONDS PORT PATH METHOD BODY_BYTES HEADER...
         -s "$lua" "http://127.0.0.1:$port$path" 2>&1) || true
     t1=$(cpu_ticks)
     rss=$(rss_kib)
-    local noise
-    noise=$(noise_fields)
+    noise_end
     printf '%s\n' "$out" >"$TMP/$CUR-$workload.wrk.txt"
     result=$(printf '%s\n' "$out" | grep '^{"requests"' | tail -1) || true
     if [[ -z $result ]]; then
@@ -580,7 +598,7 @@ run_wrk() { # WORKLOAD TITLE CONNS SECONDS PORT PATH METHOD BODY_BYTES HEADER...
     [[ -n $NOTE_FN ]] && WORKLOAD_NOTE+="${WORKLOAD_NOTE:+; }$($NOTE_FN)"
     emit contender="$(json_str "$CUR")" workload="$(json_str "$workload")" title="$(json_str "$title")" \
         rss_kib="$rss" cpu_ticks=$((t1 - t0)) clk_tck="$(getconf CLK_TCK)" body_bytes="$body" \
-        $noise note="$(json_str "$WORKLOAD_NOTE")" result="$result"
+        $NOISE_FIELDS note="$(json_str "$WORKLOAD_NOTE")" result="$result"
     WORKLOAD_NOTE=""
 }
 
@@ -605,15 +623,14 @@ run_idle_streams() { # COOKIE
         --timeout 90 --settle 2 2>&1) || true
     t1=$(cpu_ticks)
     rss=$(rss_kib)
-    local noise
-    noise=$(noise_fields)
+    noise_end
     result=$(printf '%s\n' "$out" | grep '^{"streams_requested"' | tail -1) || true
     if [[ -z $result ]]; then
         emit contender="$(json_str "$CUR")" workload='"d_idle_streams"' title="$(json_str "$title")" \
             error="$(json_str "idle_streams produced no result: $(printf '%s' "$out" | tail -5)")"
     else
         emit contender="$(json_str "$CUR")" workload='"d_idle_streams"' title="$(json_str "$title")" \
-            rss_kib="$rss" $noise note="$(json_str "$WORKLOAD_NOTE")" result="$result"
+            rss_kib="$rss" $NOISE_FIELDS note="$(json_str "$WORKLOAD_NOTE")" result="$result"
     fi
     WORKLOAD_NOTE=""
     # The proxies close their upstream streams; the backend notices at the
@@ -631,15 +648,14 @@ run_ws_echo() { # COOKIE
         --conns "$WS_CONNS" --rounds "$WS_ROUNDS" --size 32 --cookie "$1" --timeout 90 2>&1) || true
     t1=$(cpu_ticks)
     rss=$(rss_kib)
-    local noise
-    noise=$(noise_fields)
+    noise_end
     result=$(printf '%s\n' "$out" | grep '^{"conns"' | tail -1) || true
     if [[ -z $result ]]; then
         emit contender="$(json_str "$CUR")" workload='"e_ws_echo"' title="$(json_str "$title")" \
             error="$(json_str "ws_echo produced no result: $(printf '%s' "$out" | tail -5)")"
     else
         emit contender="$(json_str "$CUR")" workload='"e_ws_echo"' title="$(json_str "$title")" \
-            rss_kib="$rss" cpu_ticks=$((t1 - t0)) clk_tck="$(getconf CLK_TCK)" $noise result="$result"
+            rss_kib="$rss" cpu_ticks=$((t1 - t0)) clk_tck="$(getconf CLK_TCK)" $NOISE_FIELDS result="$result"
     fi
 }
 
@@ -805,7 +821,7 @@ NOTES=(
     "HAProxy: cookie $COOKIE_NAME insert indirect nocache, balance roundrobin, http-reuse safe, health checks inter 5s"
     "nginx: open-source nginx has no cookie insertion: hash \$cookie_$COOKIE_NAME consistent; keep-alive upstreams (keepalive 128), no active health checks, proxy_request_buffering off, proxy_buffering off on /api/stream"
     "all proxies add X-Forwarded-For/-Proto/-Host and X-Real-IP; 'errors' = connect/read/write errors and timeouts (streams: failed or closed early); non2xx = responses >= 400"
-    "noise: before each workload the harness waits (at most ${QUIET_MAX}s) until the machine is <= ${QUIET_PCT}% busy; 'foreign' is CPU used on core $PROXY_CORE by other processes during the workload; harness processes run at nice $NICE"
+    "noise: before each workload the harness waits (at most ${QUIET_MAX}s) until the machine is <= ${QUIET_PCT}% busy; 'foreign' is CPU (% of one core, both cores summed) used during the workload by processes other than the contender, the backend and the harness's clients; harness processes run at nice $NICE"
     "latencies are wrk's (request sent to response read, per connection); ws round trips are measured by ws_echo"
 )
 REPORT_NOTES=()

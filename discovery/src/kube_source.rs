@@ -9,11 +9,11 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::watcher::{self, Event};
-use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
 use pinroute_config::{KubernetesSource, PortRef};
 
@@ -69,6 +69,32 @@ fn named_port(pod: &Pod, name: &str) -> Option<u16> {
         .and_then(|p| u16::try_from(p.container_port).ok())
 }
 
+/// Backoff between watch retries: 200 ms doubling to 5 s, reset by any
+/// successful event; none after a 410 Gone, which only asks for a relist. kube's default grows to 30 s, which would leave a
+/// routing table stale for half a minute after a short API-server outage.
+#[derive(Debug, Clone, Copy)]
+struct WatchBackoff {
+    next: Duration,
+}
+
+const WATCH_BACKOFF_FIRST: Duration = Duration::from_millis(200);
+const WATCH_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+impl Default for WatchBackoff {
+    fn default() -> Self {
+        WatchBackoff { next: WATCH_BACKOFF_FIRST }
+    }
+}
+
+impl WatchBackoff {
+    /// The wait before the next retry.
+    fn grow(&mut self) -> Duration {
+        let current = self.next;
+        self.next = (current * 2).min(WATCH_BACKOFF_MAX);
+        current
+    }
+}
+
 /// The watch of one Kubernetes route.
 #[derive(Debug, Clone)]
 pub struct KubeSource {
@@ -86,7 +112,8 @@ impl KubeSource {
     pub async fn run(self, client: Client, publisher: Arc<Publisher>, on_error: ErrorHook) {
         let api: Api<Pod> = Api::namespaced(client, &self.source.namespace);
         let config = watcher::Config::default().labels(&self.source.selector);
-        let mut events = watcher::watcher(api, config).default_backoff().boxed();
+        let mut events = watcher::watcher(api, config).boxed();
+        let mut backoff = WatchBackoff::default();
         let mut listing: Vec<DiscoveredBackend> = Vec::new();
         while let Some(event) = events.next().await {
             match event {
@@ -109,11 +136,19 @@ impl KubeSource {
                     }
                 }
                 Err(e) => {
+                    let expired = matches!(&e, watcher::Error::WatchError(status) if status.code == 410);
                     let error = DiscoveryError::Api(e.to_string());
                     tracing::warn!(route = self.route, error = %error, "pod watch error; routing on the last table");
                     on_error(&error);
+                    // 410 Gone: the watcher relists at once; anything else
+                    // waits, growing, so an unreachable API server is not hammered.
+                    if !expired {
+                        tokio::time::sleep(backoff.grow()).await;
+                    }
+                    continue;
                 }
             }
+            backoff = WatchBackoff::default();
         }
     }
 

@@ -81,8 +81,9 @@ struct Row {
     streams_open: Option<u64>,
     /// Machine busy % (both cores) just before the workload started.
     quiet_busy_pct: Option<f64>,
-    /// CPU used on the contender's core by other processes during the workload.
-    foreign_core_pct: Option<f64>,
+    /// CPU (% of one core, all cores summed) used by processes outside the
+    /// harness during the workload.
+    foreign_cpu_pct: Option<f64>,
     raw: Value,
 }
 
@@ -92,7 +93,7 @@ const NOISY_BUSY_PCT: f64 = 15.0;
 
 impl Row {
     fn noisy(&self) -> bool {
-        self.foreign_core_pct.is_some_and(|f| f > NOISY_FOREIGN_PCT)
+        self.foreign_cpu_pct.is_some_and(|f| f > NOISY_FOREIGN_PCT)
             || self.quiet_busy_pct.is_some_and(|b| b > NOISY_BUSY_PCT)
     }
 }
@@ -115,7 +116,7 @@ fn row_of(record: &Value) -> Row {
         note: text(record, "note"),
         rss_kib: num(record, "rss_kib"),
         quiet_busy_pct: num(record, "quiet_busy_pct"),
-        foreign_core_pct: num(record, "foreign_core_pct"),
+        foreign_cpu_pct: num(record, "foreign_cpu_pct"),
         raw: record.clone(),
         ..Row::default()
     };
@@ -356,7 +357,7 @@ fn main() -> anyhow::Result<()> {
                 fmt_opt(r.cpu_us_per_req, |v| format!("{v:.1}")),
                 fmt_opt(r.cpu_percent, |v| format!("{v:.0}")),
                 fmt_opt(r.rss_kib, |v| format!("{:.1}", v / 1024.0)),
-                fmt_opt(r.foreign_core_pct, |v| format!("{v:.0}%{}", if r.noisy() { "!" } else { "" })),
+                fmt_opt(r.foreign_cpu_pct, |v| format!("{v:.0}%{}", if r.noisy() { "!" } else { "" })),
                 extra
             );
             if let Some(e) = &r.error {
@@ -387,14 +388,14 @@ fn main() -> anyhow::Result<()> {
 
     let noisy: Vec<&Row> = rows.iter().filter(|r| r.noisy()).collect();
     if !noisy.is_empty() {
-        let _ = writeln!(out, "\n== measured while other work ran (foreign > {NOISY_FOREIGN_PCT}% of the contender's core, or machine > {NOISY_BUSY_PCT}% busy at the start): treat these as lower bounds");
+        let _ = writeln!(out, "\n== measured while other work ran (other processes used > {NOISY_FOREIGN_PCT}% of a core, or the machine was > {NOISY_BUSY_PCT}% busy at the start): treat these as lower bounds");
         for r in &noisy {
             let _ = writeln!(
                 out,
                 "  {:<18} {:<20} foreign {}  machine busy at start {}",
                 r.contender,
                 r.workload,
-                fmt_opt(r.foreign_core_pct, |v| format!("{v:.0}%")),
+                fmt_opt(r.foreign_cpu_pct, |v| format!("{v:.0}%")),
                 fmt_opt(r.quiet_busy_pct, |v| format!("{v:.0}%"))
             );
         }
@@ -431,7 +432,7 @@ fn main() -> anyhow::Result<()> {
                 "cpu_us_per_req": r.cpu_us_per_req, "cpu_percent": r.cpu_percent,
                 "rss_kib": r.rss_kib, "upload_mb_per_s": r.upload_mb_per_s,
                 "kib_per_stream": r.kib_per_stream, "streams_open": r.streams_open,
-                "quiet_busy_pct": r.quiet_busy_pct, "foreign_core_pct": r.foreign_core_pct,
+                "quiet_busy_pct": r.quiet_busy_pct, "foreign_cpu_pct": r.foreign_cpu_pct,
                 "noisy": r.noisy(),
                 "raw": r.raw,
             })
