@@ -32,7 +32,7 @@ fn snapshot() -> (Snapshot, PinCache) {
         (0..BACKENDS).map(|i| backend(i, if i % 10 == 0 { Lifecycle::Draining } else { Lifecycle::Ready })).collect();
     let table = apply(&RoutingTable::empty(1), DiscoveryEvent::Replace { route: 0, backends }, Instant::now());
     let pins = PinCache::new(PinKey::new(b"bench-key-0123456789"));
-    (Snapshot::build(config, Arc::new(table), &pins), pins)
+    (Snapshot::build(config, Arc::new(table), &pins, Arc::default()), pins)
 }
 
 fn route_decision(c: &mut Criterion) {
@@ -91,7 +91,7 @@ fn discovery_fold(c: &mut Criterion) {
                 Publisher::new(
                     1,
                     Box::new(move |table| {
-                        black_box(Snapshot::build(config.clone(), table.clone(), &listener_pins));
+                        black_box(Snapshot::build(config.clone(), table.clone(), &listener_pins, Arc::default()));
                     }),
                 )
             },

@@ -676,6 +676,7 @@ check_alive() { # WORKLOAD
 }
 
 T_A="small GET /api/health, keep-alive, $CONNS conns, pinned cookie (wrk)"
+T_A1="small GET /api/health, keep-alive, 1 connection, pinned cookie: unloaded latency (wrk)"
 T_A2="small GET /api/health, keep-alive, $CONNS conns, no cookie: every request is a new client (wrk)"
 T_B="small GET, a new connection per request (Connection: close), $CONNS conns (wrk)"
 T_C="1 MiB POST /upload, $UPLOAD_CONNS conns (wrk)"
@@ -712,9 +713,11 @@ measure_contender() { # NAME
         perf_pinroute "$cookie"
     fi
 
-    if [[ $CUR == nginx ]]; then
+    run_wrk a1_get_1conn "$T_A1" 1 "$DUR" "$C_PORT" /api/health GET 0 "Cookie: $cookie"
+    check_alive a1_get_1conn
+
+    [[ $CUR == nginx ]] &&
         WORKLOAD_NOTE="nginx: every cookieless request hashes the empty cookie, so all go to one backend"
-    fi
     run_wrk a2_get_new_client "$T_A2" "$CONNS" "$DUR" "$C_PORT" /api/health GET 0
     check_alive a2_get_new_client
 
@@ -740,14 +743,30 @@ info_log_note() {
         "$(grep -c . "$C_LOG" || true)" "$(du -m "$C_LOG" | cut -f1)"
 }
 
+# "401/200": what PORT answers without and with the credentials.
+auth_codes() { # PORT
+    printf '%s/%s' \
+        "$(curl -s -o /dev/null -m 5 -w '%{http_code}' "http://127.0.0.1:$1/api/health" || true)" \
+        "$(curl -s -o /dev/null -m 5 -w '%{http_code}' -H "Authorization: $AUTH_HEADER" "http://127.0.0.1:$1/api/health" || true)"
+}
+
+run_auth_on() { # PORT COOKIE NOTE: measure f unless auth is not enforced
+    local codes
+    codes=$(auth_codes "$1")
+    if [[ $codes != 401/200 ]]; then
+        emit contender="$(json_str "$CUR")" workload='"f_get_basic_auth"' title="$(json_str "$T_F")" \
+            error="$(json_str "auth not working: without credentials $codes (expected 401/200: 401 without, 200 with); not measured")"
+        return 0
+    fi
+    WORKLOAD_NOTE="$3; answers 401 without credentials, 200 with"
+    run_wrk f_get_basic_auth "$T_F" "$CONNS" "$DUR" "$1" /api/health GET 0 \
+        "Cookie: $2" "Authorization: $AUTH_HEADER"
+}
+
 run_auth() { # COOKIE
     case "$CUR" in
         direct) skip f_get_basic_auth "$T_F" "the backend has no auth: nothing to compare" ;;
-        haproxy|nginx)
-            WORKLOAD_NOTE="separate listener with auth in the same process"
-            run_wrk f_get_basic_auth "$T_F" "$CONNS" "$DUR" "$C_AUTH_PORT" /api/health GET 0 \
-                "Cookie: $1" "Authorization: $AUTH_HEADER"
-            ;;
+        haproxy|nginx) run_auth_on "$C_AUTH_PORT" "$1" "separate listener with auth in the same process" ;;
         pinroute)
             if [[ $AUTH != 1 ]]; then
                 skip f_get_basic_auth "$T_F" "pinroute has no basic auth yet (run with --auth or PINROUTE_BENCH_AUTH=1 once it does)"
@@ -756,11 +775,7 @@ run_auth() { # COOKIE
             # A second pinroute with the auth snippet; the first one stays as it is.
             local saved_pids=$C_PIDS saved_port=$C_PORT saved_log=$C_LOG
             if start_pinroute warn "$(printf '[route.auth.basic]\nhtpasswd = "%s"\n' "$HTPASSWD_LINE")"; then
-                local code
-                code=$(curl -s -o /dev/null -m 2 -w '%{http_code}' "http://127.0.0.1:$C_PORT/api/health" || true)
-                WORKLOAD_NOTE="separate pinroute process with [route.auth.basic]; unauthenticated GET answered $code"
-                run_wrk f_get_basic_auth "$T_F" "$CONNS" "$DUR" "$C_PORT" /api/health GET 0 \
-                    "Cookie: $1" "Authorization: $AUTH_HEADER"
+                run_auth_on "$C_PORT" "$1" "separate pinroute process with [route.auth.basic]"
             else
                 emit contender='"pinroute"' workload='"f_get_basic_auth"' title="$(json_str "$T_F")" \
                     error="$(json_str "$START_ERROR")"
@@ -783,19 +798,23 @@ perf_pinroute() { # COOKIE: an extra, unrecorded run of workload a under perf
         "http://127.0.0.1:$C_PORT/api/health" >"$TMP/perf-wrk.txt" 2>&1 &
     local wrk_pid=$!
     sleep 1
-    "${ON_LOAD_CORE[@]}" perf record -q -F 999 -g -p "${C_PIDS%% *}" -o "$data" -- sleep "$secs" \
+    "${ON_LOAD_CORE[@]}" perf record -q -F 499 --call-graph dwarf,16384 -p "${C_PIDS%% *}" -o "$data" -- sleep "$secs" \
         >"$TMP/perf.log" 2>&1 || true
     wait "$wrk_pid" || true
     {
-        echo "perf record -F 999 -g on pinroute (threads = 1, core $PROXY_CORE) during workload a"
+        echo "perf record -F 499 --call-graph dwarf on pinroute (threads = 1, core $PROXY_CORE) during workload a"
         echo "(GET /api/health, keep-alive, $CONNS conns, pinned cookie), ${secs}s; self time per symbol."
         echo
-        perf report -i "$data" --no-children -g none --percent-limit 0.7 --stdio --sort dso,symbol 2>/dev/null |
-            grep -v '^#' | grep -v '^$' | head -60
+        perf report -i "$data" --no-children -g none --percent-limit 0.5 --stdio --sort dso,symbol 2>/dev/null |
+            grep -v '^#' | grep -v '^$' | sed 's/[ -]*$//' | cut -c1-160 | head -60
         echo
         echo "by shared object:"
         perf report -i "$data" --no-children -g none --stdio --sort dso 2>/dev/null |
-            grep -v '^#' | grep -v '^$' | head -12
+            grep -v '^#' | grep -v '^$' | sed 's/[ -]*$//' | head -12
+        echo
+        echo "inclusive time (children), pinroute's own frames:"
+        perf report -i "$data" --children -g none --stdio --sort symbol --dsos pinroute --percent-limit 3 2>/dev/null |
+            grep -v '^#' | grep -v '^$' | sed 's/[ -]*$//' | cut -c1-200 | head -40
     } >"$PERF_OUT" || true
 }
 
@@ -839,6 +858,7 @@ OUT_NAME=$([[ $MODE == full ]] && echo latest || echo quick)
     --meta "nginx=$(version_of nginx -v)" \
     --meta "wrk=$(version_of wrk -v)" \
     --meta "rustc=$(version_of rustc --version)" \
+    --meta "pinroute_binary=$BIN/pinroute built $(date -u -r "$BIN/pinroute" +%Y-%m-%dT%H:%M:%SZ)" \
     --meta "fd_limit=$FD_LIMIT" \
     "${REPORT_NOTES[@]}"
 log "results: $RESULTS/$OUT_NAME.txt, $RESULTS/$OUT_NAME.json${PERF_OUT:+, $PERF_OUT}"

@@ -14,9 +14,12 @@ mod size;
 mod typed;
 
 pub use error::ConfigError;
-pub use raw::{raw_server, raw_static_route, RawConfig, RawCookie, RawRoute, RawServer};
+pub use raw::{
+    raw_server, raw_static_route, RawAuth, RawBasicAuth, RawConfig, RawCookie, RawOAuth2, RawRoute, RawServer, RawTls,
+};
 pub use size::parse_size;
 pub use typed::{
-    AllCordoned, BackendSource, Config, CookieKey, CookieSettings, HealthCheck, KeyOrigin, KubernetesSource,
-    LabelRequirement, PortRef, RouteConfig, SameSite, ServerSettings, StaticBackend, Timeouts,
+    AllCordoned, AuthSettings, BackendSource, BasicAuthSettings, Config, CookieKey, CookieSettings, HealthCheck,
+    HtpasswdSource, KeyOrigin, KubernetesSource, LabelRequirement, OAuth2Settings, PortRef, RouteConfig, SameSite,
+    ServerSettings, StaticBackend, Timeouts, TlsSettings,
 };

@@ -34,6 +34,24 @@ pub struct RawServer {
     pub upgrade_sock: Option<String>,
     /// PID file.
     pub pid_file: Option<String>,
+    /// Accept HTTP/2 without TLS (h2c, prior knowledge) on the plain listeners.
+    pub h2c: Option<bool>,
+    /// `[server.tls]`: HTTPS listeners.
+    pub tls: Option<RawTls>,
+}
+
+/// `[server.tls]`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// HTTPS listeners, `"ip:port"`.
+    pub listen: Option<Vec<String>>,
+    /// PEM certificate chain; reloaded when it changes.
+    pub cert_file: Option<String>,
+    /// PEM private key; reloaded when it changes.
+    pub key_file: Option<String>,
+    /// Answer plain-HTTP requests with a redirect to HTTPS.
+    pub redirect_http: Option<bool>,
 }
 
 /// `[cookie]`.
@@ -62,6 +80,14 @@ pub struct RawRoute {
     pub backends: Option<Vec<String>>,
     /// Kubernetes pod discovery instead of static backends.
     pub kubernetes: Option<RawKubernetes>,
+    /// Match only requests for this `Host`.
+    pub host: Option<String>,
+    /// Remove the prefix before forwarding (`/second-server/api/health` → `/api/health`).
+    pub strip_prefix: Option<bool>,
+    /// Cookie name for this route (default: `[cookie] name`).
+    pub cookie_name: Option<String>,
+    /// `[route.auth]`.
+    pub auth: Option<RawAuth>,
     /// `[route.health_check]`.
     pub health_check: Option<RawHealthCheck>,
     /// Upstream connect timeout.
@@ -122,4 +148,46 @@ pub fn raw_server(listen: Vec<String>, admin: Option<String>) -> RawServer {
 /// A `[[route]]` over static backends, the rest default (quick mode, demo).
 pub fn raw_static_route(prefix: &str, backends: Vec<String>) -> RawRoute {
     RawRoute { prefix: Some(prefix.to_string()), backends: Some(backends), ..RawRoute::default() }
+}
+
+/// `[route.auth]`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    /// `[route.auth.basic]`.
+    pub basic: Option<RawBasicAuth>,
+    /// `[route.auth.oauth2]`.
+    pub oauth2: Option<RawOAuth2>,
+}
+
+/// `[route.auth.basic]`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBasicAuth {
+    /// htpasswd lines inline (the chart's `authCredentials`).
+    pub htpasswd: Option<String>,
+    /// An htpasswd file, reloaded when it changes.
+    pub htpasswd_file: Option<String>,
+    /// `WWW-Authenticate` realm.
+    pub realm: Option<String>,
+    /// Accept plaintext passwords in the htpasswd content.
+    pub allow_plaintext: Option<bool>,
+}
+
+/// `[route.auth.oauth2]`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOAuth2 {
+    /// The auth-request endpoint (oauth2-proxy's `/oauth2/auth`).
+    pub auth_url: Option<String>,
+    /// Where browsers are sent to sign in; `$host` and `$escaped_request_uri` are expanded.
+    pub signin_url: Option<String>,
+    /// Headers of a 2xx auth answer copied onto the upstream request.
+    pub response_headers: Option<Vec<String>>,
+    /// `Authorization` values with this prefix skip the sub-request.
+    pub token_bypass_prefix: Option<String>,
+    /// Sub-request timeout.
+    pub timeout: Option<String>,
+    /// How long an allow decision is cached per cookie/authorization ("0s": off).
+    pub cache: Option<String>,
 }

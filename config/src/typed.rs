@@ -8,7 +8,9 @@ use std::time::Duration;
 use crate::raw::{RawConfig, RawCookie, RawHealthCheck, RawRoute, RawServer};
 use crate::{parse_size, ConfigError};
 
+mod gateway;
 mod kubernetes;
+pub use gateway::{AuthSettings, BasicAuthSettings, HtpasswdSource, OAuth2Settings, TlsSettings};
 pub use kubernetes::{KubernetesSource, LabelRequirement, PortRef};
 
 /// A complete, valid configuration.
@@ -39,6 +41,10 @@ pub struct ServerSettings {
     pub upgrade_sock: PathBuf,
     /// PID file.
     pub pid_file: PathBuf,
+    /// HTTP/2 without TLS on the plain listeners.
+    pub h2c: bool,
+    /// HTTPS listeners.
+    pub tls: Option<TlsSettings>,
 }
 
 /// Where the cookie key came from; a generated key is not shared by replicas.
@@ -164,6 +170,14 @@ pub struct RouteConfig {
     pub hold_max: usize,
     /// After this long, pinned clients of a draining backend are re-pinned.
     pub drain_timeout: Option<Duration>,
+    /// Only requests for this `Host` (case-insensitive, port ignored).
+    pub host: Option<String>,
+    /// Forward `<prefix>/x` as `/x`.
+    pub strip_prefix: bool,
+    /// The sticky cookie's name on this route.
+    pub cookie_name: String,
+    /// Authentication in front of the backends.
+    pub auth: AuthSettings,
     /// Replay once, on a Ready backend, a non-`/api/` request that a
     /// draining backend refused unexecuted with 503 (skypilot's shutdown).
     pub replay_on_draining_503: bool,
@@ -218,15 +232,19 @@ impl Config {
     pub fn from_raw(origin: &Path, raw: RawConfig, env_key: Option<String>) -> Result<Config, ConfigError> {
         let check = Check { file: origin };
         let base_dir = origin.parent().unwrap_or(Path::new("."));
-        let server = server_settings(&check, &raw.server)?;
+        let server = server_settings(&check, &raw.server, base_dir)?;
         let cookie = cookie_settings(&check, &raw.cookie, base_dir, env_key)?;
         if raw.routes.is_empty() {
             return Err(check.err("route", "at least one [[route]] is needed, e.g.\n  [[route]]\n  prefix = \"/\"\n  backends = [\"127.0.0.1:46580\"]"));
         }
-        let routes =
-            raw.routes.iter().enumerate().map(|(i, r)| route_config(&check, i, r)).collect::<Result<Vec<_>, _>>()?;
+        let routes = raw
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| route_config(&check, i, r, base_dir, &cookie.name))
+            .collect::<Result<Vec<_>, _>>()?;
         for (i, a) in routes.iter().enumerate() {
-            if let Some(j) = routes[..i].iter().position(|b| b.prefix == a.prefix) {
+            if let Some(j) = routes[..i].iter().position(|b| b.prefix == a.prefix && b.host == a.host) {
                 return Err(check.err(
                     format!("route[{i}].prefix"),
                     format!("prefix {:?} is already used by route[{j}]", a.prefix),
@@ -237,7 +255,7 @@ impl Config {
     }
 }
 
-fn server_settings(check: &Check<'_>, raw: &RawServer) -> Result<ServerSettings, ConfigError> {
+fn server_settings(check: &Check<'_>, raw: &RawServer, base_dir: &Path) -> Result<ServerSettings, ConfigError> {
     let listen_text = raw.listen.clone().unwrap_or_else(|| vec!["0.0.0.0:8080".to_string()]);
     if listen_text.is_empty() {
         return Err(check.err("server.listen", "at least one listen address is needed"));
@@ -264,6 +282,8 @@ fn server_settings(check: &Check<'_>, raw: &RawServer) -> Result<ServerSettings,
         threads,
         upgrade_sock: raw.upgrade_sock.as_ref().map(PathBuf::from).unwrap_or_else(|| tmp.join("pinroute_upgrade.sock")),
         pid_file: raw.pid_file.as_ref().map(PathBuf::from).unwrap_or_else(|| tmp.join("pinroute.pid")),
+        h2c: raw.h2c.unwrap_or(false),
+        tls: raw.tls.as_ref().map(|t| gateway::tls(check, t, base_dir)).transpose()?,
     })
 }
 
@@ -274,9 +294,7 @@ fn cookie_settings(
     env_key: Option<String>,
 ) -> Result<CookieSettings, ConfigError> {
     let name = raw.name.clone().unwrap_or_else(|| "SKYPILOT_ROUTEID".to_string());
-    let valid_name =
-        !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-    if !valid_name {
+    if !valid_cookie_name(&name) {
         return Err(check
             .err("cookie.name", format!("{name:?} is not a valid cookie name (letters, digits and !#$%&'*+-.^_`|~)")));
     }
@@ -315,6 +333,10 @@ fn cookie_settings(
     Ok(CookieSettings { name, max_age, key, secure, same_site })
 }
 
+fn valid_cookie_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
 fn trim_ascii(bytes: &[u8]) -> &[u8] {
     let start = bytes.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(bytes.len());
     let end = bytes.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |e| e + 1);
@@ -331,7 +353,13 @@ fn key_from(check: &Check<'_>, key: &str, bytes: &[u8], origin: KeyOrigin) -> Re
     Ok(CookieKey { bytes: bytes.to_vec(), origin })
 }
 
-fn route_config(check: &Check<'_>, index: usize, raw: &RawRoute) -> Result<RouteConfig, ConfigError> {
+fn route_config(
+    check: &Check<'_>,
+    index: usize,
+    raw: &RawRoute,
+    base_dir: &Path,
+    default_cookie: &str,
+) -> Result<RouteConfig, ConfigError> {
     let key = |k: &str| format!("route[{index}].{k}");
     let prefix = normalise_prefix(raw.prefix.as_deref().unwrap_or("/")).map_err(|m| check.err(key("prefix"), m))?;
     let source = match (&raw.backends, &raw.kubernetes) {
@@ -386,6 +414,14 @@ fn route_config(check: &Check<'_>, index: usize, raw: &RawRoute) -> Result<Route
         hold_max: raw.hold_max.unwrap_or(1024),
         drain_timeout,
         replay_on_draining_503: raw.replay_on_draining_503.unwrap_or(true),
+        host: raw.host.as_ref().map(|h| h.trim().to_ascii_lowercase()).filter(|h| !h.is_empty()),
+        strip_prefix: raw.strip_prefix.unwrap_or(false),
+        cookie_name: match &raw.cookie_name {
+            None => default_cookie.to_string(),
+            Some(name) if valid_cookie_name(name) => name.clone(),
+            Some(name) => return Err(check.err(key("cookie_name"), format!("{name:?} is not a valid cookie name"))),
+        },
+        auth: gateway::auth(check, &key("auth"), raw.auth.as_ref(), base_dir)?,
     })
 }
 

@@ -6,3 +6,4 @@
 //! knows routes, backends or pingora.
 
 pub mod htpasswd;
+pub mod oauth2;

@@ -90,9 +90,9 @@ impl PinKey {
 }
 
 /// Renders the `Set-Cookie` header value for a route.
-pub fn set_cookie_header(settings: &CookieSettings, path: &str, value: &str) -> String {
+pub fn set_cookie_header(settings: &CookieSettings, name: &str, path: &str, value: &str) -> String {
     let max_age = settings.max_age.as_secs().max(1);
-    let mut header = format!("{}={value}; Path={path}; Max-Age={max_age}; HttpOnly", settings.name);
+    let mut header = format!("{name}={value}; Path={path}; Max-Age={max_age}; HttpOnly");
     if settings.secure {
         header.push_str("; Secure");
     }
@@ -165,12 +165,12 @@ mod tests {
 
     #[test]
     fn header_has_max_age_and_path() {
-        let h = set_cookie_header(&settings(), "/first-server", "abc");
+        let h = set_cookie_header(&settings(), "SKYPILOT_ROUTEID", "/first-server", "abc");
         assert_eq!(h, "SKYPILOT_ROUTEID=abc; Path=/first-server; Max-Age=3600; HttpOnly");
         let mut s = settings();
         s.secure = true;
         s.same_site = Some(SameSite::Strict);
-        assert!(set_cookie_header(&s, "/", "v").ends_with("; Secure; SameSite=Strict"));
+        assert!(set_cookie_header(&s, "SKYPILOT_ROUTEID", "/", "v").ends_with("; Secure; SameSite=Strict"));
     }
 
     #[test]

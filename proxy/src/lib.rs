@@ -10,12 +10,14 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod admit;
 pub mod affinity;
 pub mod auth;
 pub mod cookie;
 pub mod demo;
 pub mod discovery_service;
 pub mod forwarded;
+pub mod gateway;
 pub mod health;
 pub mod metrics;
 pub mod normalize;

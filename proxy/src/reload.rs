@@ -11,6 +11,7 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use pinroute_config::Config;
 
+use crate::gateway::{build_gates, files_changed, gate_mtimes};
 use crate::state::Shared;
 
 /// How often the file's modification time is checked.
@@ -22,6 +23,7 @@ pub struct Reloader {
     shared: Arc<Shared>,
     path: PathBuf,
     env_key: Option<String>,
+    failed_gates: std::sync::Mutex<Option<Vec<Option<SystemTime>>>>,
 }
 
 /// What a reload did.
@@ -38,7 +40,7 @@ pub enum ReloadOutcome {
 impl Reloader {
     /// Reloads `path` into `shared`.
     pub fn new(shared: Arc<Shared>, path: PathBuf, env_key: Option<String>) -> Reloader {
-        Reloader { shared, path, env_key }
+        Reloader { shared, path, env_key, failed_gates: std::sync::Mutex::new(None) }
     }
 
     /// Loads, validates and applies the file once.
@@ -59,10 +61,39 @@ impl Reloader {
                 "[server] changes (listeners, admin, threads, …) take effect on restart or SIGQUIT upgrade only"
             );
         }
+        let gates = match build_gates(&new) {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::error!(error = %e, "config reload rejected; keeping the running config");
+                return ReloadOutcome::Rejected(e);
+            }
+        };
         let routes: Vec<String> = new.routes.iter().map(|r| r.prefix.clone()).collect();
-        self.shared.apply_config(Arc::new(new));
+        self.shared.apply_config(Arc::new(new), gates);
         tracing::info!(?routes, file = %self.path.display(), "config reloaded");
         ReloadOutcome::Applied
+    }
+
+    /// Rebuilds the auth gates from the running config (an htpasswd file changed).
+    fn reload_gates(&self) {
+        match build_gates(&self.shared.config()) {
+            Ok(gates) => {
+                self.shared.replace_gates(gates);
+                tracing::info!("htpasswd reloaded");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "htpasswd reload rejected; keeping the old credentials");
+                // Remember the broken version so it is not re-read every second.
+                if let Ok(mut failed) = self.failed_gates.lock() {
+                    *failed = Some(gate_mtimes(&self.shared.gates()));
+                }
+            }
+        }
+    }
+
+    fn already_failed(&self) -> bool {
+        let now = gate_mtimes(&self.shared.gates());
+        self.failed_gates.lock().map(|f| f.as_ref() == Some(&now)).unwrap_or(false)
     }
 
     fn modified(&self) -> Option<SystemTime> {
@@ -93,6 +124,8 @@ impl BackgroundService for Reloader {
                     if now != seen {
                         seen = now;
                         self.reload();
+                    } else if files_changed(&self.shared.gates()) && !self.already_failed() {
+                        self.reload_gates();
                     }
                 }
                 _ = shutdown.changed() => return,

@@ -79,14 +79,16 @@ pub enum Decision {
     Unavailable,
 }
 
-/// Longest-prefix match of a normalised path; `None` when no route serves it.
-pub fn match_route(config: &Config, path: &str) -> Option<usize> {
+/// Longest-prefix match of a normalised path among the routes for `host`
+/// (routes without a host serve every host; on equal prefixes a route
+/// naming the host wins). `None` when no route serves it.
+pub fn match_route(config: &Config, host: Option<&str>, path: &str) -> Option<usize> {
     config
         .routes
         .iter()
         .enumerate()
-        .filter(|(_, r)| prefix_matches(&r.prefix, path))
-        .max_by_key(|(_, r)| r.prefix.len())
+        .filter(|(_, r)| r.host.as_deref().is_none_or(|h| Some(h) == host) && prefix_matches(&r.prefix, path))
+        .max_by_key(|(_, r)| (r.prefix.len(), r.host.is_some()))
         .map(|(i, _)| i)
 }
 

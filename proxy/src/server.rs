@@ -15,6 +15,7 @@ use pinroute_config::Config;
 use crate::admin::AdminApp;
 use crate::cookie::PinKey;
 use crate::discovery_service::KubeDiscovery;
+use crate::gateway::build_gates;
 use crate::health::HealthChecker;
 use crate::metrics::Metrics;
 use crate::reload::Reloader;
@@ -41,7 +42,8 @@ pub fn build_state(config: Arc<Config>) -> anyhow::Result<Arc<Shared>> {
             PinKey::random()
         }
     };
-    let shared = Shared::new(config.clone(), key, Metrics::new().context("registering metrics")?);
+    let gates = build_gates(&config).map_err(anyhow::Error::msg)?;
+    let shared = Shared::new(config.clone(), key, Metrics::new().context("registering metrics")?, gates);
     Ok(shared)
 }
 

@@ -9,19 +9,17 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
-use pingora::protocols::Digest;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType};
 use pinroute_discovery::{BackendState, InFlightGuard};
 
-use crate::affinity::request_id_of;
-use crate::cookie::{find_cookie, set_cookie_header, CookieCheck};
+use crate::admit::{admit, is_tls, LocalReply};
+use crate::cookie::{set_cookie_header, CookieCheck};
 use crate::forwarded::apply_forwarding;
 use crate::reply;
 use crate::route::{
-    has_ready_besides, match_route, next_owner_candidate, owner_of, route, ClientPin, Decision, Forward, PinOutcome,
-    RequestFacts,
+    has_ready_besides, next_owner_candidate, owner_of, route, ClientPin, Decision, Forward, PinOutcome, RequestFacts,
 };
 use crate::snapshot::Snapshot;
 use crate::state::Shared;
@@ -59,6 +57,10 @@ pub struct RequestCtx {
     retry_reason: Option<&'static str>,
     /// A draining backend's 503 was replayed once already.
     replayed: bool,
+    /// Upstream request-target when it differs from the client's.
+    upstream_uri: Option<String>,
+    /// Headers authentication adds upstream.
+    auth_headers: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
 /// The proxy.
@@ -124,7 +126,10 @@ impl Pinroute {
         } else if let (Some(value), Some(route)) =
             (snapshot.views[forward.route].pins.get(forward.backend), snapshot.config.routes.get(forward.route))
         {
-            ctx.set_cookie = Some((set_cookie_header(&snapshot.config.cookie, &route.prefix, value), forward.pin));
+            ctx.set_cookie = Some((
+                set_cookie_header(&snapshot.config.cookie, &route.cookie_name, &route.prefix, value),
+                forward.pin,
+            ));
         }
         ctx.current = Some(forward);
     }
@@ -175,22 +180,18 @@ impl Pinroute {
         None
     }
 
+    async fn reply(&self, session: &mut Session, ctx: &mut RequestCtx, reply: LocalReply) -> Result<bool> {
+        ctx.local_status = Some(reply.status);
+        let headers: Vec<(&str, &str)> = reply.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        reply::json(session, reply.status, &reply.detail, &headers).await?;
+        Ok(true)
+    }
+
     fn route_label(ctx: &RequestCtx) -> String {
         match (&ctx.snapshot, ctx.route) {
             (Some(s), Some(r)) => s.config.routes.get(r).map(|c| c.prefix.clone()).unwrap_or_default(),
             _ => String::new(),
         }
-    }
-}
-
-/// The path below the route prefix, as the backend sees it.
-fn relative_path<'a>(prefix: &str, path: &'a str) -> &'a str {
-    if prefix == "/" {
-        return path;
-    }
-    match path.strip_prefix(prefix) {
-        Some("") | None => "/",
-        Some(rest) => rest,
     }
 }
 
@@ -241,45 +242,31 @@ impl ProxyHttp for Pinroute {
             fallback: None,
             retry_reason: None,
             replayed: false,
+            upstream_uri: None,
+            auth_headers: Vec::new(),
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let snapshot = self.shared.snapshot();
         ctx.client = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
-        if let Some(problem) = framing_problem(session) {
-            ctx.local_status = Some(400);
-            reply::json(session, 400, problem, &[]).await?;
-            return Ok(true);
-        }
-        let header = session.req_header();
-        let Some(route_index) = match_route(&snapshot.config, header.uri.path()) else {
-            ctx.local_status = Some(404);
-            reply::json(session, 404, "No route serves this path.", &[]).await?;
-            return Ok(true);
-        };
-        ctx.route = Some(route_index);
-        let route_config = &snapshot.config.routes[route_index];
-        let declared = header
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
-        if declared.is_some_and(|len| len > route_config.max_body) {
-            ctx.local_status = Some(413);
-            let detail = format!("Request body larger than the limit of {} bytes.", route_config.max_body);
-            reply::json(session, 413, &detail, &[]).await?;
-            return Ok(true);
-        }
-        ctx.cookie = find_cookie(
-            header.headers.get_all(http::header::COOKIE).iter().map(|v| v.as_bytes()),
-            &snapshot.config.cookie.name,
-        )
-        .map(str::to_string);
         ctx.snapshot = Some(snapshot.clone());
-        let header = session.req_header();
-        ctx.rel_path = relative_path(&snapshot.config.routes[route_index].prefix, header.uri.path()).to_string();
-        ctx.request_id = request_id_of(&ctx.rel_path, header.uri.query());
+        if let Some(problem) = framing_problem(session) {
+            return self
+                .reply(session, ctx, LocalReply { status: 400, detail: problem.to_string(), headers: Vec::new() })
+                .await;
+        }
+        let admission = match admit(session, &snapshot).await {
+            Ok(a) => a,
+            Err(reply) => return self.reply(session, ctx, reply).await,
+        };
+        let route_index = admission.route;
+        ctx.route = Some(route_index);
+        ctx.rel_path = admission.rel_path;
+        ctx.upstream_uri = admission.upstream_uri;
+        ctx.cookie = admission.cookie;
+        ctx.request_id = admission.request_id;
+        ctx.auth_headers = admission.auth_headers;
         if let Some(owner) = ctx.request_id.as_deref().and_then(|id| self.shared.request_ids.lookup(id, Instant::now()))
         {
             ctx.id_known = true;
@@ -297,15 +284,9 @@ impl ProxyHttp for Pinroute {
                     ctx.snapshot = Some(fresh);
                 }
                 None => {
-                    ctx.local_status = Some(503);
-                    reply::json(
-                        session,
-                        503,
-                        "No API server is available right now; please retry shortly.",
-                        &[("retry-after", "5")],
-                    )
-                    .await?;
-                    return Ok(true);
+                    let detail = "No API server is available right now; please retry shortly.".to_string();
+                    let headers = vec![("retry-after".to_string(), "5".to_string())];
+                    return self.reply(session, ctx, LocalReply { status: 503, detail, headers }).await;
                 }
             },
         }
@@ -422,9 +403,17 @@ impl ProxyHttp for Pinroute {
         upstream: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let proto =
-            if session.digest().and_then(|d: &Digest| d.ssl_digest.as_ref()).is_some() { "https" } else { "http" };
-        apply_forwarding(upstream, ctx.client, proto)
+        let proto = if is_tls(session) { "https" } else { "http" };
+        apply_forwarding(upstream, ctx.client, proto)?;
+        for (name, value) in &ctx.auth_headers {
+            upstream.insert_header(name.clone(), value.clone())?;
+        }
+        if let Some(uri) = &ctx.upstream_uri {
+            let uri: http::Uri =
+                uri.parse().map_err(|e| Error::because(ErrorType::InternalError, "rewriting the path", e))?;
+            upstream.set_uri(uri);
+        }
+        Ok(())
     }
 
     async fn upstream_response_filter(

@@ -9,6 +9,7 @@ use pinroute_config::Config;
 use pinroute_discovery::RoutingTable;
 
 use crate::cookie::PinKey;
+use crate::gateway::Gates;
 
 /// Per-route cookie index.
 #[derive(Debug, Default)]
@@ -54,6 +55,8 @@ pub struct Snapshot {
     pub views: Vec<RouteView>,
     /// The key the cookie values were made with (checks received cookies).
     pub key: PinKey,
+    /// Authentication gates of the config's routes.
+    pub gates: Gates,
 }
 
 /// Remembers cookie values by identity so a republish does not rehash every
@@ -82,7 +85,7 @@ impl PinCache {
 
 impl Snapshot {
     /// Indexes `table` for `config`.
-    pub fn build(config: Arc<Config>, table: Arc<RoutingTable>, pins: &PinCache) -> Snapshot {
+    pub fn build(config: Arc<Config>, table: Arc<RoutingTable>, pins: &PinCache, gates: Gates) -> Snapshot {
         let mut cache = pins.values.lock().unwrap_or_else(|p| p.into_inner());
         let views = table
             .routes
@@ -104,6 +107,6 @@ impl Snapshot {
             cache.retain(|k, _| live.contains(k));
         }
         drop(cache);
-        Snapshot { config, table, views, key: pins.key.clone() }
+        Snapshot { config, table, views, key: pins.key.clone(), gates }
     }
 }

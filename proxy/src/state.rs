@@ -13,6 +13,7 @@ use tokio::sync::{watch, Notify};
 
 use crate::affinity::RequestIdTable;
 use crate::cookie::PinKey;
+use crate::gateway::{Gates, RouteGate};
 use crate::metrics::Metrics;
 use crate::snapshot::{PinCache, Snapshot};
 
@@ -25,6 +26,7 @@ pub struct Shared {
     config: ArcSwap<Config>,
     snapshot: ArcSwap<Snapshot>,
     pins: ArcSwap<PinCache>,
+    gates: ArcSwap<Vec<RouteGate>>,
     /// Metrics registry.
     pub metrics: Metrics,
     /// Woken on every table publish (held requests wait on it).
@@ -59,14 +61,15 @@ impl Drop for HoldPermit<'_> {
 impl Shared {
     /// State for `config` with an empty, unloaded table, and its publisher.
     /// Static routes are published at once; Kubernetes routes load later.
-    pub fn new(config: Arc<Config>, key: PinKey, metrics: Metrics) -> Arc<Shared> {
+    pub fn new(config: Arc<Config>, key: PinKey, metrics: Metrics, gates: Gates) -> Arc<Shared> {
         let pins = Arc::new(PinCache::new(key));
         let table = Arc::new(RoutingTable::empty(config.routes.len()));
-        let snapshot = Snapshot::build(config.clone(), table, &pins);
+        let snapshot = Snapshot::build(config.clone(), table, &pins, gates.clone());
         let shared = Arc::new(Shared {
             config: ArcSwap::new(config.clone()),
             snapshot: ArcSwap::from_pointee(snapshot),
             pins: ArcSwap::new(pins),
+            gates: ArcSwap::new(gates),
             metrics,
             table_changed: Notify::new(),
             config_generation: watch::channel(0).0,
@@ -121,7 +124,7 @@ impl Shared {
     /// lists are replaced, backends the reload removed retire (they finish the
     /// requests they own, then leave), and the Kubernetes watches restart. The
     /// cookie key changes only when the new config names a different one.
-    pub fn apply_config(self: &Arc<Self>, new: Arc<Config>) {
+    pub fn apply_config(self: &Arc<Self>, new: Arc<Config>, gates: Gates) {
         let Some(publisher) = self.publisher().cloned() else { return };
         let old = self.config();
         let from = new
@@ -135,6 +138,7 @@ impl Shared {
         };
         publisher.reshape(from, || {
             self.config.store(new.clone());
+            self.gates.store(gates);
             if let Some(key) = new_key {
                 self.pins.store(Arc::new(PinCache::new(key)));
             }
@@ -204,10 +208,23 @@ impl Shared {
         });
     }
 
+    /// Swaps the authentication gates (an htpasswd file changed).
+    pub fn replace_gates(&self, gates: Gates) {
+        let Some(publisher) = self.publisher().cloned() else { return };
+        // Through the writer lock, like a reload, so no snapshot mixes them up.
+        publisher.reshape((0..self.config().routes.len()).map(Some).collect(), || self.gates.store(gates));
+    }
+
+    /// The current gates.
+    pub fn gates(&self) -> Gates {
+        self.gates.load_full()
+    }
+
     fn on_table(&self, table: &Arc<RoutingTable>) {
         let config = self.config.load_full();
         let pins = self.pins.load_full();
-        self.snapshot.store(Arc::new(Snapshot::build(config, table.clone(), &pins)));
+        let gates = self.gates.load_full();
+        self.snapshot.store(Arc::new(Snapshot::build(config, table.clone(), &pins, gates)));
         self.table_changed.notify_waiters();
     }
 }

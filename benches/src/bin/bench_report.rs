@@ -241,6 +241,11 @@ fn goals(by: &BTreeMap<(String, String), Row>) -> Vec<Goal> {
         (Some(p), Some(d)) => Some(p - d),
         _ => None,
     };
+    let (pin1, dir1) = (get("pinroute", "a1_get_1conn"), get("direct", "a1_get_1conn"));
+    let added_p50_unloaded = match (pin1.and_then(|r| r.p50_us), dir1.and_then(|r| r.p50_us)) {
+        (Some(p), Some(d)) => Some(p - d),
+        _ => None,
+    };
     let (pin_d, hap_d) = (get("pinroute", "d_idle_streams"), get("haproxy", "d_idle_streams"));
     let kib_vs_hap = ratio(pin_d.and_then(|r| r.kib_per_stream), hap_d.and_then(|r| r.kib_per_stream));
     vec![
@@ -278,6 +283,14 @@ fn goals(by: &BTreeMap<(String, String), Row>) -> Vec<Goal> {
             passes: |v| v <= 50.0,
             shown: fmt_opt(added_p50, |v| format!("{v:+.0}µs")),
             caveat: caveat(&[pin, dir]),
+        },
+        Goal {
+            name: "a1. same, 1 connection (unloaded)",
+            target: "<= 50µs",
+            value: added_p50_unloaded,
+            passes: |v| v <= 50.0,
+            shown: fmt_opt(added_p50_unloaded, |v| format!("{v:+.0}µs")),
+            caveat: caveat(&[pin1, dir1]),
         },
         Goal {
             name: "d. RSS per idle stream vs HAProxy",

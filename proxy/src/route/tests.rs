@@ -26,7 +26,7 @@ fn backend(identity: &str, lifecycle: Lifecycle) -> DiscoveredBackend {
 fn snapshot(config: Arc<Config>, backends: Vec<DiscoveredBackend>) -> (Snapshot, PinCache) {
     let table = apply(&RoutingTable::empty(2), DiscoveryEvent::Replace { route: 0, backends }, Instant::now());
     let pins = PinCache::new(PinKey::new(b"0123456789abcdef"));
-    (Snapshot::build(config, Arc::new(table), &pins), pins)
+    (Snapshot::build(config, Arc::new(table), &pins, Arc::default()), pins)
 }
 
 fn facts(pin: ClientPin<'_>, random: u64) -> RequestFacts<'_> {
@@ -43,10 +43,10 @@ fn three_ready() -> (Snapshot, PinCache) {
 #[test]
 fn longest_prefix_wins_and_respects_segments() {
     let c = config("");
-    assert_eq!(match_route(&c, "/api/health"), Some(0));
-    assert_eq!(match_route(&c, "/second-server/api/health"), Some(1));
-    assert_eq!(match_route(&c, "/second-server"), Some(1));
-    assert_eq!(match_route(&c, "/second-serverX/api"), Some(0), "a prefix matches whole segments only");
+    assert_eq!(match_route(&c, None, "/api/health"), Some(0));
+    assert_eq!(match_route(&c, None, "/second-server/api/health"), Some(1));
+    assert_eq!(match_route(&c, None, "/second-server"), Some(1));
+    assert_eq!(match_route(&c, None, "/second-serverX/api"), Some(0), "a prefix matches whole segments only");
 }
 
 #[test]
