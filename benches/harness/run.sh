@@ -173,10 +173,10 @@ alloc_port() {
     die "no free port found"
 }
 
-wait_http() { # URL SECONDS: until it answers 200
-    local deadline=$((SECONDS + $2))
+wait_http() { # URL SECONDS [CODES]: until it answers one of CODES (a regex, default 200)
+    local deadline=$((SECONDS + $2)) codes=${3:-200}
     while ((SECONDS < deadline)); do
-        [[ $(curl -s -o /dev/null -m 1 -w '%{http_code}' "$1" || true) == 200 ]] && return 0
+        [[ $(curl -s -o /dev/null -m 1 -w '%{http_code}' "$1" || true) =~ ^($codes)$ ]] && return 0
         sleep 0.1
     done
     return 1
@@ -257,8 +257,9 @@ start_pinroute() { # RUST_LOG [EXTRA_TOML]
     C_PIDS=$!
     PIDS+=("$C_PIDS")
     C_AUTH_PORT=""
-    wait_http "http://127.0.0.1:$C_PORT/api/health" 20 || {
-        START_ERROR="pinroute did not answer 200 on :$C_PORT: $(tail -c 600 "$C_LOG")"
+    # With auth configured, 401 means up too.
+    wait_http "http://127.0.0.1:$C_PORT/api/health" 20 "200|401" || {
+        START_ERROR="pinroute did not answer on :$C_PORT: $(tail -c 600 "$C_LOG")"
         return 1
     }
 }
@@ -812,9 +813,13 @@ perf_pinroute() { # COOKIE: an extra, unrecorded run of workload a under perf
         perf report -i "$data" --no-children -g none --stdio --sort dso 2>/dev/null |
             grep -v '^#' | grep -v '^$' | sed 's/[ -]*$//' | head -12
         echo
-        echo "inclusive time (children), pinroute's own frames:"
-        perf report -i "$data" --children -g none --stdio --sort symbol --dsos pinroute --percent-limit 3 2>/dev/null |
-            grep -v '^#' | grep -v '^$' | sed 's/[ -]*$//' | cut -c1-200 | head -40
+        echo "inclusive time (with callees) of pinroute's own functions (crate pinroute):"
+        perf report -i "$data" --children -g none --stdio --sort symbol 2>/dev/null |
+            grep -E '\] .*pinroute(::|_)' | sed 's/[ -]*$//' | cut -c1-200 | head -30
+        echo
+        echo "inclusive time of the top frames (pingora, tokio), >= 3%:"
+        perf report -i "$data" --children -g none --stdio --sort symbol --percent-limit 3 2>/dev/null |
+            grep -v '^#' | grep -v '^$' | grep -v '0x0\|\] 0000' | sed 's/[ -]*$//' | cut -c1-200 | head -40
     } >"$PERF_OUT" || true
 }
 

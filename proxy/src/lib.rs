@@ -28,3 +28,4 @@ pub mod server;
 pub mod service;
 pub mod snapshot;
 pub mod state;
+pub mod tls;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use pingora::apps::HttpServerOptions;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{ExecutionPhase, Server};
 use pingora::services::background::background_service;
@@ -74,6 +75,13 @@ pub fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
     );
     for addr in &config.server.listen {
         proxy.add_tcp(&addr.to_string());
+    }
+    if config.server.h2c {
+        if let Some(app) = proxy.app_logic_mut() {
+            let mut options = HttpServerOptions::default();
+            options.h2c = true;
+            app.server_options = Some(options);
+        }
     }
     server.add_service(proxy);
     if let Some(admin) = config.server.admin {

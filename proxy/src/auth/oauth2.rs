@@ -775,8 +775,8 @@ mod tests {
         assert_eq!(expand("https://auth/start?", "sky:8443"), format!("https://auth/start?{rd}"));
         assert_eq!(expand("https://auth/start?rd=", "sky:8443"), format!("https://auth/start?rd=&{rd}"));
         assert_eq!(
-            expand("$scheme://${host}/start?rd=$escaped_request_uri&h=$http_host&cost=$5", "Sky:8443"),
-            format!("https://sky/start?rd={ESCAPED_URI}&h=Sky:8443&cost=$5"),
+            expand("$scheme://${host}/start?rd=$escaped_request_uri&h=$http_host&p=$&q=$", "Sky:8443"),
+            format!("https://sky/start?rd={ESCAPED_URI}&h=Sky:8443&p=$&q=$"),
         );
         assert_eq!(expand("https://$host/start?rd=/", "[::1]:8443"), "https://[::1]/start?rd=/");
         // A hostile Host cannot leave the authority or smuggle parameters,
