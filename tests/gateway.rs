@@ -225,3 +225,242 @@ async fn http2_cleartext_is_as_sticky_as_http1() {
         .unwrap();
     assert_eq!(stream.text().await.unwrap().lines().count(), 3);
 }
+
+/// A stub speaking the oauth2-proxy auth-request contract.
+async fn oauth2_stub() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::response::IntoResponse;
+    async fn auth(headers: HeaderMap) -> axum::response::Response {
+        let cookie = headers.get("cookie").and_then(|v| v.to_str().ok()).unwrap_or("");
+        if cookie.contains("_oauth2_proxy=good") {
+            (StatusCode::ACCEPTED, [("x-auth-request-email", "alice@example.com"), ("x-auth-request-groups", "admins")])
+                .into_response()
+        } else if cookie.contains("_oauth2_proxy=banned") {
+            StatusCode::FORBIDDEN.into_response()
+        } else {
+            StatusCode::UNAUTHORIZED.into_response()
+        }
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new().route("/oauth2/auth", axum::routing::get(auth));
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (addr, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oauth2_auth_request_allows_denies_redirects_and_fails_closed() {
+    let (stub, stub_task) = oauth2_stub().await;
+    let backend = BackendProcess::spawn(bin(), "api", "127.0.0.1:0", false).unwrap();
+    let routes = format!(
+        r#"
+[[route]]
+prefix = "/"
+backends = ["{}"]
+[route.health_check]
+enabled = false
+[route.auth.oauth2]
+auth_url = "http://{stub}/oauth2/auth"
+signin_url = "https://$host/oauth2/start?rd=$escaped_request_uri"
+response_headers = ["X-Auth-Request-Email"]
+token_bypass_prefix = "Bearer sky_"
+timeout = "1s"
+"#,
+        backend.addr
+    );
+    let p = ProxyProcess::start(bin(), "", &routes).await.unwrap();
+    let echo = |cookie: Option<&'static str>, extra: Vec<(&'static str, &'static str)>| {
+        let mut req = http_client().get(p.url("/debug/request?a=1")).header("host", "sky.example.com");
+        if let Some(c) = cookie {
+            req = req.header("cookie", c);
+        }
+        for (k, v) in extra {
+            req = req.header(k, v);
+        }
+        req.send()
+    };
+    // Signed in: the auth service's identity reaches the server, a spoofed one never does.
+    let r = echo(
+        Some("_oauth2_proxy=good"),
+        vec![("x-auth-request-email", "mallory@example.com"), ("x-skypilot-auth-mode", "token")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["headers"]["x-auth-request-email"], "alice@example.com");
+    assert!(v["headers"].get("x-auth-request-groups").is_none(), "only configured headers are copied");
+    assert!(v["headers"].get("x-skypilot-auth-mode").is_none());
+    // Not signed in: browsers go to sign in, API clients get 401.
+    let browser = reqwest::Client::builder().no_proxy().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let r = browser
+        .get(p.url("/dashboard?x=1"))
+        .header("host", "sky.example.com")
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    let location = r.headers()["location"].to_str().unwrap();
+    assert_eq!(location, "https://sky.example.com/oauth2/start?rd=%2Fdashboard%3Fx%3D1");
+    assert_eq!(echo(None, vec![]).await.unwrap().status(), 401);
+    assert_eq!(echo(Some("_oauth2_proxy=banned"), vec![]).await.unwrap().status(), 403);
+    // Service-account tokens skip the sub-request; the server validates them.
+    let r = echo(None, vec![("authorization", "Bearer sky_abc123")]).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["headers"]["x-skypilot-auth-mode"], "token");
+    assert_eq!(v["headers"]["authorization"], "Bearer sky_abc123");
+    // The auth service is down: fail closed.
+    stub_task.abort();
+    let _ = stub_task.await;
+    let r = echo(Some("_oauth2_proxy=good"), vec![]).await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(
+        backend.count("GET /debug/request").await.unwrap(),
+        2,
+        "only the allowed and the token requests reached the server"
+    );
+}
+
+/// A test CA and a leaf certificate for localhost / 127.0.0.1 signed by it,
+/// made with the openssl CLI: (ca cert, leaf cert, leaf key).
+fn make_cert(dir: &Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let path = |suffix: &str| dir.join(format!("{name}.{suffix}"));
+    let run = |args: &[&str]| {
+        let status =
+            std::process::Command::new("openssl").args(args).stderr(std::process::Stdio::null()).status().unwrap();
+        assert!(status.success(), "openssl {args:?} failed");
+    };
+    let s = |p: &std::path::PathBuf| p.to_string_lossy().into_owned();
+    let (ca_key, ca_crt, key, csr, crt, ext) =
+        (path("ca.key"), path("ca.crt"), path("key"), path("csr"), path("crt"), path("ext"));
+    std::fs::write(&ext, "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n").unwrap();
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        &format!("/CN={name}-ca"),
+        "-keyout",
+        &s(&ca_key),
+        "-out",
+        &s(&ca_crt),
+    ]);
+    run(&["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", &s(&key), "-out", &s(&csr)]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        &s(&csr),
+        "-CA",
+        &s(&ca_crt),
+        "-CAkey",
+        &s(&ca_key),
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        &s(&ext),
+        "-out",
+        &s(&crt),
+    ]);
+    (ca_crt, crt, key)
+}
+
+fn tls_client(cert: &Path) -> reqwest::Client {
+    let pem = std::fs::read(cert).unwrap();
+    reqwest::Client::builder()
+        .no_proxy()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_h2_stickiness_websockets_and_certificate_reload() {
+    let dir = std::env::temp_dir().join(format!("pinroute-tls-{}-{}", std::process::id(), pinroute_tests::free_port()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (ca, cert, key) = make_cert(&dir, "live");
+    let tls_port = pinroute_tests::free_port();
+    let a = BackendProcess::spawn(bin(), "a", "127.0.0.1:0", false).unwrap();
+    let b = BackendProcess::spawn(bin(), "b", "127.0.0.1:0", false).unwrap();
+    let server = format!(
+        "[server.tls]\nlisten = [\"127.0.0.1:{tls_port}\"]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+        cert.display(),
+        key.display()
+    );
+    let routes = format!("[[route]]\nprefix = \"/\"\nbackends = [\"{}\", \"{}\"]\n", a.addr, b.addr);
+    let p = ProxyProcess::start(bin(), &server, &routes).await.unwrap();
+    let base = format!("https://localhost:{tls_port}");
+
+    // HTTP/2 over TLS (ALPN), sticky like HTTP/1.1, forwarded as https.
+    let client = tls_client(&ca);
+    let r = client.get(format!("{base}/api/health")).send().await.unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    let cookie = routeid(&r).unwrap();
+    let home = served_by(&r);
+    for _ in 0..10 {
+        let r = client
+            .get(format!("{base}/debug/request"))
+            .header("cookie", format!("SKYPILOT_ROUTEID={cookie}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(served_by(&r), home);
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(v["headers"]["x-forwarded-proto"], "https");
+    }
+
+    // A websocket (SSH tunnel) through TLS: HTTP/1.1 stays in ALPN.
+    let h1 = reqwest::Client::builder()
+        .no_proxy()
+        .http1_only()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap())
+        .build()
+        .unwrap();
+    let upgrade = h1
+        .get(format!("{base}/kubernetes-pod-ssh-proxy"))
+        .header("cookie", format!("SKYPILOT_ROUTEID={cookie}"))
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(upgrade.status(), 101);
+    let io = upgrade.upgrade().await.unwrap();
+    let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+        io,
+        tokio_tungstenite::tungstenite::protocol::Role::Client,
+        None,
+    )
+    .await;
+    use futures::{SinkExt, StreamExt};
+    ws.send(tokio_tungstenite::tungstenite::Message::Text("ping over tls".into())).await.unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(reply.into_text().unwrap().as_str(), format!("{home}: ping over tls"));
+
+    // Certificate renewed on disk: new connections get it, no restart.
+    let (next_ca, next_cert, next_key) = make_cert(&dir, "next");
+    std::fs::copy(&next_key, &key).unwrap();
+    std::fs::copy(&next_cert, &cert).unwrap();
+    let renewed = tls_client(&next_ca);
+    let url = format!("{base}/api/health");
+    let ok = wait_until(Duration::from_secs(10), || async {
+        renewed.get(&url).send().await.is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    assert!(ok, "the renewed certificate is served; log:\n{}", p.log());
+    assert!(tls_client(&ca).get(&url).send().await.is_err(), "the old certificate is no longer served");
+    let _ = std::fs::remove_dir_all(&dir);
+}

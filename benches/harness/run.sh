@@ -13,8 +13,9 @@ usage() {
     cat <<'EOF'
 
   --quick            short smoke run (seconds per workload), writes quick.{txt,json}
-  --auth             also run workload f against pinroute (needs [route.auth.basic]);
-                     same as PINROUTE_BENCH_AUTH=1
+  --auth / --no-auth workload f against pinroute: force it (an error if pinroute
+                     rejects [route.auth.basic]) or skip it; default: run it when
+                     `pinroute check` accepts the snippet. PINROUTE_BENCH_AUTH=1/0
   --perf             perf-record pinroute during an extra run of workload a and
                      write the top symbols to results/<mode>-perf-pinroute.txt
   --contenders LIST  comma list of direct,pinroute,pinroute-info-log,haproxy,nginx
@@ -31,12 +32,13 @@ TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 BIN="$TARGET_DIR/release"
 
 QUICK=0 PERF=0 BUILD=1 KEEP_TMP=0
-AUTH="${PINROUTE_BENCH_AUTH:-0}"
+AUTH="${PINROUTE_BENCH_AUTH:-auto}"
 CONTENDERS="direct,pinroute,pinroute-info-log,haproxy,nginx"
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --quick) QUICK=1 ;;
         --auth) AUTH=1 ;;
+        --no-auth) AUTH=0 ;;
         --perf) PERF=1 ;;
         --no-build) BUILD=0 ;;
         --keep-tmp) KEEP_TMP=1 ;;
@@ -472,7 +474,7 @@ wait_quiet() {
             break
         fi
         if ((SECONDS >= deadline)); then
-            log "machine ${pct}% busy; measuring anyway (flagged in the report; quiet-wait budget used: ${QUIET_SPENT}s of ${QUIET_BUDGET}s)"
+            log "machine ${pct}% busy; measuring anyway (flagged in the report; quiet-wait budget used: $((QUIET_SPENT + SECONDS - start))s of ${QUIET_BUDGET}s)"
             break
         fi
         if ((told == 0)); then
@@ -541,8 +543,8 @@ pinned_cookie() {
 
 # Which backends answer 10 requests with COOKIE: "b2 x10" when sticky.
 stickiness() {
-    local i out=""
-    for i in $(seq 1 10); do
+    local out=""
+    for _ in $(seq 1 10); do
         out+=$(curl -s -m 2 -H "Cookie: $1" "http://127.0.0.1:$C_PORT/api/health" |
             sed -n 's/.*"backend":"\([^"]*\)".*/\1/p')$'\n'
     done
@@ -764,19 +766,31 @@ run_auth_on() { # PORT COOKIE NOTE: measure f unless auth is not enforced
         "Cookie: $2" "Authorization: $AUTH_HEADER"
 }
 
+AUTH_TOML="$(printf '[route.auth.basic]\nhtpasswd = "%s"\n' "$HTPASSWD_LINE")"
+
+auth_config_accepted() { # does this pinroute know [route.auth.basic]?
+    local cfg="$TMP/auth-check.toml"
+    pinroute_config "$cfg" 1 2 "$AUTH_TOML"
+    PINROUTE_COOKIE_KEY=$COOKIE_KEY "$BIN/pinroute" check --config "$cfg" >/dev/null 2>&1
+}
+
 run_auth() { # COOKIE
     case "$CUR" in
         direct) skip f_get_basic_auth "$T_F" "the backend has no auth: nothing to compare" ;;
         haproxy|nginx) run_auth_on "$C_AUTH_PORT" "$1" "separate listener with auth in the same process" ;;
         pinroute)
-            if [[ $AUTH != 1 ]]; then
-                skip f_get_basic_auth "$T_F" "pinroute has no basic auth yet (run with --auth or PINROUTE_BENCH_AUTH=1 once it does)"
+            if [[ $AUTH == 0 ]]; then
+                skip f_get_basic_auth "$T_F" "turned off (--no-auth / PINROUTE_BENCH_AUTH=0)"
+                return 0
+            fi
+            if [[ $AUTH == auto ]] && ! auth_config_accepted; then
+                skip f_get_basic_auth "$T_F" "pinroute has no basic auth yet (pinroute check rejects [route.auth.basic]; --auth forces the run)"
                 return 0
             fi
             # A second pinroute with the auth snippet; the first one stays as it is.
             local saved_pids=$C_PIDS saved_port=$C_PORT saved_log=$C_LOG
-            if start_pinroute warn "$(printf '[route.auth.basic]\nhtpasswd = "%s"\n' "$HTPASSWD_LINE")"; then
-                run_auth_on "$C_PORT" "$1" "separate pinroute process with [route.auth.basic]"
+            if start_pinroute warn "$AUTH_TOML"; then
+                run_auth_on "$C_PORT" "$1" "separate pinroute process with [route.auth.basic] (pinroute remembers verified Authorization values; HAProxy and nginx run bcrypt on every request)"
             else
                 emit contender='"pinroute"' workload='"f_get_basic_auth"' title="$(json_str "$T_F")" \
                     error="$(json_str "$START_ERROR")"

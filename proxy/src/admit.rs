@@ -3,11 +3,13 @@
 //! body limit — as one function returning either what the request may do or
 //! the local reply it gets instead.
 
+use std::net::IpAddr;
 use std::time::Instant;
 
 use pingora::proxy::Session;
 
 use crate::affinity::request_id_of;
+use crate::auth::oauth2::{AuthRequest, OAuth2Gate, Verdict};
 use crate::cookie::find_cookie;
 use crate::gateway::BasicOutcome;
 use crate::normalize::{normalize_path, strip_prefix};
@@ -51,6 +53,8 @@ pub struct Admission {
     pub request_id: Option<String>,
     /// Headers authentication adds upstream.
     pub auth_headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// Client headers removed before forwarding (those the auth service sets).
+    pub strip_headers: Vec<http::HeaderName>,
 }
 
 /// Whether the client connection is TLS.
@@ -74,8 +78,45 @@ pub fn request_host(header: &pingora::http::RequestHeader) -> Option<String> {
     Some(host.to_ascii_lowercase())
 }
 
+/// Asks the auth service (ingress-nginx's `auth-url` contract) and turns
+/// its verdict into the headers to add upstream or the reply to give.
+async fn oauth2_verdict(
+    session: &Session,
+    gate: &OAuth2Gate,
+    host: Option<&str>,
+    client: Option<IpAddr>,
+) -> Result<Vec<(http::HeaderName, http::HeaderValue)>, LocalReply> {
+    let header = session.req_header();
+    let raw_host = header.headers.get(http::header::HOST).and_then(|v| v.to_str().ok()).or(host).unwrap_or("");
+    let cookies: Vec<&[u8]> = header.headers.get_all(http::header::COOKIE).iter().map(|v| v.as_bytes()).collect();
+    let joined = cookies.join(&b"; "[..]);
+    let request = AuthRequest {
+        method: header.method.as_str(),
+        uri: header.uri.path_and_query().map_or("/", |p| p.as_str()),
+        host: raw_host,
+        scheme: if is_tls(session) { "https" } else { "http" },
+        client_ip: client,
+        cookie: (!cookies.is_empty()).then_some(&joined[..]),
+        authorization: header.headers.get(http::header::AUTHORIZATION).map(|v| v.as_bytes()),
+        accept: header.headers.get(http::header::ACCEPT).map(|v| v.as_bytes()),
+    };
+    match gate.check(&request, Instant::now()).await {
+        Verdict::Allow { headers } => Ok(headers),
+        Verdict::TokenBypass => {
+            Ok(vec![(http::HeaderName::from_static("x-skypilot-auth-mode"), http::HeaderValue::from_static("token"))])
+        }
+        Verdict::Redirect { location } => Err(LocalReply::new(302, "Sign in first.").with_header("location", location)),
+        Verdict::Unauthorized => Err(LocalReply::new(401, "Authentication required.")),
+        Verdict::Forbidden => Err(LocalReply::new(403, "Forbidden.")),
+        Verdict::Unavailable { reason } => {
+            tracing::error!(%reason, "auth service unavailable; failing closed");
+            Err(LocalReply::new(503, "The authentication service is unavailable.").with_header("retry-after", "5"))
+        }
+    }
+}
+
 /// Decides whether and how a request enters; see the module doc.
-pub async fn admit(session: &Session, snapshot: &Snapshot) -> Result<Admission, LocalReply> {
+pub async fn admit(session: &Session, snapshot: &Snapshot, client: Option<IpAddr>) -> Result<Admission, LocalReply> {
     let header = session.req_header();
     let path = normalize_path(header.uri.path()).map_err(|e| LocalReply::new(400, format!("Bad request: {e}.")))?;
     let host = request_host(header);
@@ -103,6 +144,10 @@ pub async fn admit(session: &Session, snapshot: &Snapshot) -> Result<Admission, 
                 return Err(LocalReply::new(401, "Authentication required.")
                     .with_header("www-authenticate", challenge.www_authenticate()));
             }
+        }
+        if let Some(oauth2) = &gate.oauth2 {
+            admission.strip_headers = oauth2.response_headers().to_vec();
+            admission.auth_headers = oauth2_verdict(session, oauth2, host.as_deref(), client).await?;
         }
     }
 

@@ -9,12 +9,15 @@ use std::time::{Instant, SystemTime};
 use pinroute_config::{Config, HtpasswdSource, RouteConfig};
 
 use crate::auth::htpasswd::{BasicAuth, Challenge, Htpasswd};
+use crate::auth::oauth2::OAuth2Gate;
 
 /// Authentication in front of one route.
 #[derive(Default)]
 pub struct RouteGate {
     /// Basic auth, when configured.
     pub basic: Option<BasicAuth>,
+    /// OAuth2 auth-request, when configured.
+    pub oauth2: Option<OAuth2Gate>,
     /// The htpasswd file and its modification time, to notice changes.
     pub htpasswd_file: Option<(PathBuf, Option<SystemTime>)>,
 }
@@ -23,6 +26,7 @@ impl std::fmt::Debug for RouteGate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RouteGate")
             .field("basic", &self.basic.is_some())
+            .field("oauth2", &self.oauth2.is_some())
             .field("htpasswd_file", &self.htpasswd_file)
             .finish()
     }
@@ -81,6 +85,10 @@ fn build_gate(config: &Config, index: usize, route: &RouteConfig) -> Result<Rout
         let htpasswd = Htpasswd::parse(&text, basic.allow_plaintext).map_err(|e| format!("{where_}: {e}"))?;
         gate.basic = Some(BasicAuth::new(htpasswd).with_realm(&basic.realm));
         gate.htpasswd_file = file;
+    }
+    if let Some(oauth2) = &route.auth.oauth2 {
+        let where_ = format!("{}: route[{index}].auth.oauth2", config.origin.display());
+        gate.oauth2 = Some(OAuth2Gate::new(oauth2).map_err(|e| format!("{where_}: {e}"))?);
     }
     Ok(gate)
 }

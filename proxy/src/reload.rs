@@ -13,6 +13,7 @@ use pinroute_config::Config;
 
 use crate::gateway::{build_gates, files_changed, gate_mtimes};
 use crate::state::Shared;
+use crate::tls::ReloadingCert;
 
 /// How often the file's modification time is checked.
 const POLL: Duration = Duration::from_secs(1);
@@ -24,6 +25,7 @@ pub struct Reloader {
     path: PathBuf,
     env_key: Option<String>,
     failed_gates: std::sync::Mutex<Option<Vec<Option<SystemTime>>>>,
+    cert: Option<Arc<ReloadingCert>>,
 }
 
 /// What a reload did.
@@ -39,8 +41,13 @@ pub enum ReloadOutcome {
 
 impl Reloader {
     /// Reloads `path` into `shared`.
-    pub fn new(shared: Arc<Shared>, path: PathBuf, env_key: Option<String>) -> Reloader {
-        Reloader { shared, path, env_key, failed_gates: std::sync::Mutex::new(None) }
+    pub fn new(
+        shared: Arc<Shared>,
+        path: PathBuf,
+        env_key: Option<String>,
+        cert: Option<Arc<ReloadingCert>>,
+    ) -> Reloader {
+        Reloader { shared, path, env_key, failed_gates: std::sync::Mutex::new(None), cert }
     }
 
     /// Loads, validates and applies the file once.
@@ -91,6 +98,16 @@ impl Reloader {
         }
     }
 
+    /// Picks up a renewed certificate; a broken pair keeps the old one.
+    fn reload_cert(&self) {
+        let Some(cert) = &self.cert else { return };
+        match cert.reload_if_changed() {
+            Ok(true) => tracing::info!(cert = %cert.cert_path().display(), "TLS certificate reloaded"),
+            Ok(false) => {}
+            Err(e) => tracing::error!(error = %e, "TLS certificate reload failed; serving the previous one"),
+        }
+    }
+
     fn already_failed(&self) -> bool {
         let now = gate_mtimes(&self.shared.gates());
         self.failed_gates.lock().map(|f| f.as_ref() == Some(&now)).unwrap_or(false)
@@ -127,6 +144,7 @@ impl BackgroundService for Reloader {
                     } else if files_changed(&self.shared.gates()) && !self.already_failed() {
                         self.reload_gates();
                     }
+                    self.reload_cert();
                 }
                 _ = shutdown.changed() => return,
             }

@@ -22,6 +22,7 @@ use crate::metrics::Metrics;
 use crate::reload::Reloader;
 use crate::service::Pinroute;
 use crate::state::Shared;
+use crate::tls::{listener_settings, ReloadingCert};
 
 /// How a run starts.
 #[derive(Debug, Clone, Default)]
@@ -76,6 +77,16 @@ pub fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
     for addr in &config.server.listen {
         proxy.add_tcp(&addr.to_string());
     }
+    let cert = match &config.server.tls {
+        None => None,
+        Some(tls) => {
+            let cert = ReloadingCert::load(&tls.cert_file, &tls.key_file).context("[server.tls]")?;
+            for addr in &tls.listen {
+                proxy.add_tls_with_settings(&addr.to_string(), None, listener_settings(cert.clone())?);
+            }
+            Some(cert)
+        }
+    };
     if config.server.h2c {
         if let Some(app) = proxy.app_logic_mut() {
             let mut options = HttpServerOptions::default();
@@ -92,7 +103,7 @@ pub fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
     if let Some(path) = options.config_path.clone() {
         server.add_service(background_service(
             "config reload",
-            Reloader::new(shared.clone(), path, options.env_key.clone()),
+            Reloader::new(shared.clone(), path, options.env_key.clone(), cert),
         ));
     }
     server.add_service(background_service("kubernetes discovery", KubeDiscovery::new(shared.clone())));

@@ -61,6 +61,8 @@ pub struct RequestCtx {
     upstream_uri: Option<String>,
     /// Headers authentication adds upstream.
     auth_headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// Client headers removed before forwarding.
+    strip_headers: Vec<http::HeaderName>,
 }
 
 /// The proxy.
@@ -244,6 +246,7 @@ impl ProxyHttp for Pinroute {
             replayed: false,
             upstream_uri: None,
             auth_headers: Vec::new(),
+            strip_headers: Vec::new(),
         }
     }
 
@@ -256,7 +259,7 @@ impl ProxyHttp for Pinroute {
                 .reply(session, ctx, LocalReply { status: 400, detail: problem.to_string(), headers: Vec::new() })
                 .await;
         }
-        let admission = match admit(session, &snapshot).await {
+        let admission = match admit(session, &snapshot, ctx.client).await {
             Ok(a) => a,
             Err(reply) => return self.reply(session, ctx, reply).await,
         };
@@ -267,6 +270,7 @@ impl ProxyHttp for Pinroute {
         ctx.cookie = admission.cookie;
         ctx.request_id = admission.request_id;
         ctx.auth_headers = admission.auth_headers;
+        ctx.strip_headers = admission.strip_headers;
         if let Some(owner) = ctx.request_id.as_deref().and_then(|id| self.shared.request_ids.lookup(id, Instant::now()))
         {
             ctx.id_known = true;
@@ -405,6 +409,9 @@ impl ProxyHttp for Pinroute {
     ) -> Result<()> {
         let proto = if is_tls(session) { "https" } else { "http" };
         apply_forwarding(upstream, ctx.client, proto)?;
+        for name in &ctx.strip_headers {
+            upstream.remove_header(name);
+        }
         for (name, value) in &ctx.auth_headers {
             upstream.insert_header(name.clone(), value.clone())?;
         }

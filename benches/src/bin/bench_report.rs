@@ -92,9 +92,11 @@ const NOISY_FOREIGN_PCT: f64 = 5.0;
 const NOISY_BUSY_PCT: f64 = 15.0;
 
 impl Row {
+    /// Memory rows (idle streams) do not depend on CPU share.
     fn noisy(&self) -> bool {
-        self.foreign_cpu_pct.is_some_and(|f| f > NOISY_FOREIGN_PCT)
-            || self.quiet_busy_pct.is_some_and(|b| b > NOISY_BUSY_PCT)
+        self.kib_per_stream.is_none()
+            && (self.foreign_cpu_pct.is_some_and(|f| f > NOISY_FOREIGN_PCT)
+                || self.quiet_busy_pct.is_some_and(|b| b > NOISY_BUSY_PCT))
     }
 }
 
