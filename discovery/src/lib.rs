@@ -11,6 +11,7 @@
 mod backend;
 mod error;
 mod fold;
+mod ingress;
 mod kube_source;
 mod publisher;
 mod runtime;
@@ -19,6 +20,7 @@ mod static_source;
 pub use backend::{BackendState, DiscoveredBackend, Lifecycle};
 pub use error::DiscoveryError;
 pub use fold::{apply, BackendEntry, DiscoveryEvent, RouteBackends, RoutingTable};
+pub use ingress::{translate, IngressInputs, IngressSettings, Rejection, TlsFromSecret, Translation};
 pub use kube::Client as KubeClient;
 pub use kube_source::{infer_client, pod_to_backend, ErrorHook, KubeSource};
 pub use publisher::{Publisher, TableListener};

@@ -2,67 +2,122 @@
 //! and a few commands to try.
 
 pub mod backend;
+pub mod load;
+pub mod rolling;
 
 use std::net::SocketAddr;
 use std::path::Path;
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use anyhow::Context;
 use pinroute_config::{Config, RawConfig};
+use pinroute_discovery::{DiscoveredBackend, Lifecycle};
+use tokio::sync::oneshot;
 
 /// Ports of the embedded backends (46580 is the SkyPilot API server's).
-pub const DEMO_PORTS: [u16; 3] = [46580, 46581, 46582];
+pub const DEMO_PORTS: [u16; 4] = [46580, 46581, 46582, 46583];
 
 /// Starts the demo backends on their own runtime thread, then the proxy.
-pub fn run(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
+/// With `rolling`, two "v1" servers serve first and a rolling upgrade to two
+/// "v2" servers is played under load, with a live status line.
+pub fn run(listen: SocketAddr, admin: SocketAddr, rolling: bool) -> anyhow::Result<()> {
+    let names: &[&str] = if rolling {
+        &["api-v1-a", "api-v1-b", "api-v2-a", "api-v2-b"]
+    } else {
+        &["api-server-1", "api-server-2", "api-server-3"]
+    };
     let mut listeners = Vec::new();
-    for (i, port) in DEMO_PORTS.iter().enumerate() {
-        let addr = SocketAddr::from(([127, 0, 0, 1], *port));
+    for (name, port) in names.iter().zip(DEMO_PORTS) {
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let listener = std::net::TcpListener::bind(addr)
-            .with_context(|| format!("demo backend {} cannot listen on {addr} (is another demo running?)", i + 1))?;
+            .with_context(|| format!("demo backend {name} cannot listen on {addr} (is another demo running?)"))?;
         listener.set_nonblocking(true)?;
-        listeners.push((format!("api-server-{}", i + 1), listener));
+        listeners.push((name.to_string(), addr, listener));
     }
+    let first_served = if rolling { 2 } else { names.len() };
+    let raw = RawConfig {
+        server: pinroute_config::raw_server(vec![listen.to_string()], Some(admin.to_string())),
+        routes: vec![pinroute_config::raw_static_route(
+            "/",
+            listeners[..first_served].iter().map(|(_, a, _)| a.to_string()).collect(),
+        )],
+        ..RawConfig::default()
+    };
+    let config = Arc::new(Config::from_raw(Path::new("<demo>"), raw, std::env::var("PINROUTE_COOKIE_KEY").ok())?);
+    let shared = crate::server::build_state(config.clone())?;
+
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .thread_name("demo-backends")
         .build()?;
+    let demo_shared = shared.clone();
     std::thread::spawn(move || {
         runtime.block_on(async move {
-            let tasks = listeners.into_iter().map(|(name, listener)| async move {
-                match tokio::net::TcpListener::from_std(listener) {
-                    Ok(l) => {
-                        if let Err(e) =
-                            backend::serve(l, backend::BackendOptions::named(&name), std::future::pending()).await
-                        {
-                            tracing::error!(error = %e, "demo backend stopped");
+            let mut handles = Vec::new();
+            let mut tasks = Vec::new();
+            for (name, addr, listener) in listeners {
+                let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
+                let (stopped_tx, stopped_rx) = oneshot::channel::<()>();
+                let options = backend::BackendOptions {
+                    shutdown_grace: Duration::from_secs(2),
+                    shutdown_wait: Duration::from_secs(30),
+                    ..backend::BackendOptions::named(&name)
+                };
+                tasks.push(tokio::spawn(async move {
+                    match tokio::net::TcpListener::from_std(listener) {
+                        Ok(l) => {
+                            if let Err(e) = backend::serve(l, options, async move {
+                                let _ = shutdown_rx.await;
+                            })
+                            .await
+                            {
+                                tracing::error!(error = %e, "demo backend stopped");
+                            }
                         }
+                        Err(e) => tracing::error!(error = %e, "demo backend listener"),
                     }
-                    Err(e) => tracing::error!(error = %e, "demo backend listener"),
+                    let _ = stopped_tx.send(());
+                }));
+                let backend = DiscoveredBackend {
+                    identity: addr.to_string().into(),
+                    id: addr.to_string().into(),
+                    addr,
+                    lifecycle: Lifecycle::Ready,
+                };
+                handles.push(rolling::RollingBackend {
+                    backend,
+                    shutdown: Some(shutdown_tx),
+                    stopped: Some(stopped_rx),
+                });
+            }
+            if rolling {
+                // Let the proxy start listening first.
+                while tokio::net::TcpStream::connect(listen).await.is_err() {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-            });
+                let new = handles.split_off(2);
+                rolling::play(demo_shared, listen, handles, new).await;
+            }
             futures::future::join_all(tasks).await;
         });
     });
 
-    let raw = RawConfig {
-        server: pinroute_config::raw_server(vec![listen.to_string()], Some(admin.to_string())),
-        routes: vec![pinroute_config::raw_static_route(
-            "/",
-            DEMO_PORTS.iter().map(|p| format!("127.0.0.1:{p}")).collect(),
-        )],
-        ..RawConfig::default()
-    };
-    let config = Config::from_raw(Path::new("<demo>"), raw, std::env::var("PINROUTE_COOKIE_KEY").ok())?;
-    println!("{}", instructions(listen, admin));
-    crate::server::run(config, crate::server::RunOptions::default())
+    println!("{}", instructions(listen, admin, rolling));
+    crate::server::run_with_state(config, shared, crate::server::RunOptions::default())
 }
 
-fn instructions(listen: SocketAddr, admin: SocketAddr) -> String {
+fn instructions(listen: SocketAddr, admin: SocketAddr, rolling: bool) -> String {
+    if rolling {
+        return format!("\npinroute demo --rolling: proxy on http://{listen}, admin on http://{admin}\ntwo v1 API servers (127.0.0.1:{}, :{}) are upgraded to two v2 servers (:{}, :{}) under load;\nwatch the status lines: pinned clients and open streams stay on v1 until it is done, and nothing fails.\n", DEMO_PORTS[0], DEMO_PORTS[1], DEMO_PORTS[2], DEMO_PORTS[3]);
+    }
     format!(
         r#"
 pinroute demo: proxy on http://{listen}, admin on http://{admin}
 three SkyPilot-shaped API servers on 127.0.0.1:{p0}, :{p1}, :{p2}
+(`pinroute demo --rolling` plays a rolling upgrade under load instead)
 
 Try, in another terminal:
 

@@ -49,6 +49,9 @@ enum Command {
         /// Admin listener.
         #[arg(long, default_value = "127.0.0.1:9090")]
         admin: SocketAddr,
+        /// Play a rolling upgrade (v1 → v2) under load, with a live status line.
+        #[arg(long)]
+        rolling: bool,
     },
     /// Print the backend table of a running pinroute.
     Backends {
@@ -124,7 +127,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Demo { listen, admin } => pinroute::demo::run(listen, admin),
+        Command::Demo { listen, admin, rolling } => pinroute::demo::run(listen, admin, rolling),
         Command::Backends { admin } => print_backends(&admin),
         Command::DemoBackend { listen, name, allow_crash, shutdown_grace_ms, shutdown_wait_ms } => {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;

@@ -53,7 +53,12 @@ pub fn build_state(config: Arc<Config>) -> anyhow::Result<Arc<Shared>> {
 pub fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let shared = build_state(config.clone())?;
+    run_with_state(config, shared, options)
+}
 
+/// Runs the proxy over state built by [`build_state`] (the demo drives that
+/// state from its own thread). Does not return on success.
+pub fn run_with_state(config: Arc<Config>, shared: Arc<Shared>, options: RunOptions) -> anyhow::Result<()> {
     let conf = ServerConf {
         threads: config.server.threads,
         grace_period_seconds: Some(config.server.grace_period.as_secs().max(1)),

@@ -4,20 +4,7 @@ use std::net::SocketAddr;
 
 use crate::process::http_client;
 
-/// The `SKYPILOT_ROUTEID` value a response sets, if any.
-pub fn routeid(response: &reqwest::Response) -> Option<String> {
-    response
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find_map(|v| v.strip_prefix("SKYPILOT_ROUTEID=").map(|rest| rest.split(';').next().unwrap_or("").to_string()))
-}
-
-/// Which demo backend answered (`X-Demo-Backend`), or `"?"`.
-pub fn served_by(response: &reqwest::Response) -> String {
-    response.headers().get("x-demo-backend").and_then(|v| v.to_str().ok()).unwrap_or("?").to_string()
-}
+pub use pinroute::demo::load::{routeid, served_by};
 
 /// `GET http://addr{path}` with an optional `SKYPILOT_ROUTEID` cookie.
 pub async fn get(addr: SocketAddr, path: &str, cookie: Option<&str>) -> reqwest::Result<reqwest::Response> {

@@ -5,7 +5,8 @@
 
 pub mod client;
 pub mod fake_kube;
-pub mod load;
+/// The sky-CLI-shaped load driver (shared with `pinroute demo --rolling`).
+pub use pinroute::demo::load;
 pub mod process;
 
 pub use process::{free_port, http_client, wait_until, BackendProcess, ProxyProcess};

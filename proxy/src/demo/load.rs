@@ -1,4 +1,5 @@
-//! A load driver of cookie-keeping clients shaped like the sky CLI: each
+//! A load driver of cookie-keeping clients shaped like the sky CLI (used by
+//! `pinroute demo --rolling` and by the scenario tests): each
 //! loops `GET /api/health` (the only response whose cookie it saves, as the
 //! CLI does), `POST /launch` (gets a request id), `GET /api/get?request_id=`
 //! and a short `GET /api/stream?request_id=`, counting what was sent, what
@@ -208,11 +209,11 @@ impl SkyClient {
     async fn iteration(&mut self, http: &reqwest::Client) {
         let Some(health) = self.short(http, reqwest::Method::GET, "/api/health").await else { return };
         // The sky CLI saves cookies from /api/health responses only.
-        if let Some(c) = crate::client::routeid(&health) {
+        if let Some(c) = routeid(&health) {
             self.cookie = Some(c);
         }
         if let Ok(mut last) = self.last_backend.lock() {
-            last[self.index] = crate::client::served_by(&health);
+            last[self.index] = served_by(&health);
         }
         let Some(launch) = self.short(http, reqwest::Method::POST, "/launch").await else { return };
         let Some(id) = launch.headers().get("x-skypilot-request-id").and_then(|v| v.to_str().ok()).map(str::to_string)
@@ -258,4 +259,19 @@ impl SkyClient {
             self.stats.fail("GET /api/stream (cut)", format!("{lines} lines, {error:?}"));
         }
     }
+}
+
+/// The `SKYPILOT_ROUTEID` value a response sets, if any.
+pub fn routeid(response: &reqwest::Response) -> Option<String> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| v.strip_prefix("SKYPILOT_ROUTEID=").map(|rest| rest.split(';').next().unwrap_or("").to_string()))
+}
+
+/// Which demo backend answered (`X-Demo-Backend`), or `"?"`.
+pub fn served_by(response: &reqwest::Response) -> String {
+    response.headers().get("x-demo-backend").and_then(|v| v.to_str().ok()).unwrap_or("?").to_string()
 }
