@@ -32,8 +32,8 @@ fn describe(error: &ConfigError, plan: &Plan) -> String {
         }
         _ => None,
     };
-    match index.and_then(|i| plan.routes.get(i)) {
-        Some(route) => format!("{error} (route[{}] is {})", index.unwrap_or_default(), route.written),
+    match index.and_then(|i| plan.routes.get(i).map(|route| (i, route))) {
+        Some((i, route)) => format!("{error} (route[{i}] is {})", route.written),
         None => error.to_string(),
     }
 }
@@ -45,7 +45,8 @@ fn raw_route(plan: &Plan, route: &PlannedRoute, everywhere: &[&PlannedRoute]) ->
         TargetPort::Number(n) => serde_json::Value::from(*n),
         TargetPort::Name(name) => serde_json::Value::from(name.as_str()),
     };
-    // `[route.kubernetes]`, deserialised as the file's table would be.
+    // `[route.kubernetes]`, deserialised as the file's table would be (the
+    // config crate does not export its raw type; `RawRoute::kubernetes` names it).
     let kubernetes = serde_json::from_value(serde_json::json!({
         "namespace": target.namespace, "selector": target.selector, "ready_label": target.ready_label, "port": port,
     }))

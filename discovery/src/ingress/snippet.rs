@@ -105,8 +105,15 @@ fn tokens(text: &str) -> Vec<String> {
 mod tests {
     use super::{is_auth_mode_header, is_token_bypass, tokens};
 
-    const CHART_AUTH_SNIPPET: &str = "if ($http_authorization ~ \"^Bearer sky_.+\") {\n  # Set x_skypilot_auth_mode variable to make sure the request is validated on the API server side.\n  set $x_skypilot_auth_mode \"token\";\n  return 200;\n}\n";
-    const CHART_CONFIGURATION_SNIPPET: &str = "# Set X-Skypilot-Auth-Mode header to the value from the auth request.\nproxy_set_header X-Skypilot-Auth-Mode $x_skypilot_auth_mode;\n";
+    const CHART_AUTH_SNIPPET: &str = r#"if ($http_authorization ~ "^Bearer sky_.+") {
+  # Set x_skypilot_auth_mode variable to make sure the request is validated on the API server side.
+  set $x_skypilot_auth_mode "token";
+  return 200;
+}
+"#;
+    const CHART_CONFIGURATION_SNIPPET: &str = r#"# Set X-Skypilot-Auth-Mode header to the value from the auth request.
+proxy_set_header X-Skypilot-Auth-Mode $x_skypilot_auth_mode;
+"#;
 
     #[test]
     fn tokens_drop_comments_and_quotes() {
@@ -135,7 +142,10 @@ mod tests {
             // An unconditional allow.
             "return 200;",
             // An extra directive after the block.
-            "if ($http_authorization ~ \"^Bearer sky_.+\") { set $x_skypilot_auth_mode \"token\"; return 200; } proxy_pass http://evil;",
+            concat!(
+                "if ($http_authorization ~ \"^Bearer sky_.+\") { set $x_skypilot_auth_mode \"token\"; return 200; }",
+                " proxy_pass http://evil;"
+            ),
             // Another header's value.
             "if ($http_cookie ~ \"^Bearer sky_.+\") { set $x_skypilot_auth_mode \"token\"; return 200; }",
             "if ($http_authorization ~ \"^Bearer sky_.+\") { set $x_skypilot_auth_mode \"admin\"; return 200; }",

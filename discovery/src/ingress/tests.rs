@@ -15,6 +15,16 @@ use serde_json::{json, Value};
 use super::{translate, IngressInputs, IngressSettings, Translation};
 
 const NS: &str = "skypilot";
+/// The chart's `auth-snippet` and `configuration-snippet`, verbatim.
+const CHART_AUTH_SNIPPET: &str = r#"if ($http_authorization ~ "^Bearer sky_.+") {
+  # Set x_skypilot_auth_mode variable to make sure the request is validated on the API server side.
+  set $x_skypilot_auth_mode "token";
+  return 200;
+}
+"#;
+const CHART_CONFIGURATION_SNIPPET: &str = r#"# Set X-Skypilot-Auth-Mode header to the value from the auth request.
+proxy_set_header X-Skypilot-Auth-Mode $x_skypilot_auth_mode;
+"#;
 const HTPASSWD: &str = "skypilot:$apr1$c1h4rNxt$2NnL7dIDUV0tWsnuNMGSr/";
 
 /// The chart's values that shape its Ingress.
@@ -62,14 +72,8 @@ fn chart_ingress(v: &Values) -> Ingress {
         set("auth-signin", "http://$host/oauth2/start?rd=$escaped_request_uri");
         set("auth-url", "http://$host/oauth2/auth");
         set("auth-response-headers", "X-Auth-Request-Email, X-Skypilot-Auth");
-        set(
-            "auth-snippet",
-            "if ($http_authorization ~ \"^Bearer sky_.+\") {\n  # Set x_skypilot_auth_mode variable to make sure the request is validated on the API server side.\n  set $x_skypilot_auth_mode \"token\";\n  return 200;\n}\n",
-        );
-        set(
-            "configuration-snippet",
-            "# Set X-Skypilot-Auth-Mode header to the value from the auth request.\nproxy_set_header X-Skypilot-Auth-Mode $x_skypilot_auth_mode;\n",
-        );
+        set("auth-snippet", CHART_AUTH_SNIPPET);
+        set("configuration-snippet", CHART_CONFIGURATION_SNIPPET);
     } else {
         set("auth-type", "basic");
         set("auth-realm", "SkyPilot API Server");
