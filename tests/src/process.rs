@@ -8,8 +8,20 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
-/// A port free right now on 127.0.0.1 (the OS picks it; released at once).
+/// A port free right now on 127.0.0.1, released at once. Picked below the
+/// kernel's ephemeral range (32768+) so that no outgoing connection of a busy
+/// test run can be holding it when the proxy binds it a moment later.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let start = 20_000 + (std::process::id() % 1_000) as u16 * 12;
+    for _ in 0..2_000 {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed) % 12_000;
+        let port = 20_000 + (start - 20_000 + offset) % 12_000;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
 }
 
