@@ -327,3 +327,35 @@ async fn draining_backend_refusal_is_replayed_once_on_a_ready_one() {
     assert_eq!((r.status().as_u16(), served_by(&r)), (200, "a".to_string()));
     assert!(stream.text().await.unwrap().lines().count() == 20, "the open stream ran to its end");
 }
+
+/// A longer soak, not part of CI: `cargo test --release -p pinroute --test
+/// scenarios -- --ignored soak --nocapture`. Several rolling upgrades in a row
+/// under more clients; PINROUTE_SOAK_ROUNDS and PINROUTE_SOAK_CLIENTS tune it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "minutes long; run by hand"]
+async fn soak_rolling_upgrades() {
+    let rounds: usize = std::env::var("PINROUTE_SOAK_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+    let clients: usize = std::env::var("PINROUTE_SOAK_CLIENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(32);
+    let mut pods = Pods::new().await;
+    pods.add("api-r0");
+    let p = pods.proxy().await;
+    let started = Instant::now();
+    let load = LoadDriver::start(p.addr, LoadOptions { clients, stream_lines: 10, stream_interval_ms: 200, ..LoadOptions::default() });
+    for round in 1..=rounds {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let (old, new) = (format!("api-r{}", round - 1), format!("api-r{round}"));
+        pods.add(&new);
+        wait_state(&p, &format!("skypilot/{new}"), "ready").await;
+        pods.kube.mark_terminating(NS, &old);
+        pods.backend(&old).terminate().unwrap();
+        assert!(pods.backend(&old).wait_exit(Duration::from_secs(60)).await);
+        pods.kube.delete_pod(NS, &old);
+        let r = load.stats.report();
+        eprintln!("round {round}: {old} -> {new} after {:?}: {r:?}", started.elapsed());
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let failures = load.stats.failures();
+    let report = load.stop().await;
+    eprintln!("soak: {rounds} rolling upgrades, {clients} clients, {:?}: {report:?}", started.elapsed());
+    assert_clean(&report, &failures, &p.log());
+}
