@@ -340,7 +340,10 @@ async fn soak_rolling_upgrades() {
     pods.add("api-r0");
     let p = pods.proxy().await;
     let started = Instant::now();
-    let load = LoadDriver::start(p.addr, LoadOptions { clients, stream_lines: 10, stream_interval_ms: 200, ..LoadOptions::default() });
+    let load = LoadDriver::start(
+        p.addr,
+        LoadOptions { clients, stream_lines: 10, stream_interval_ms: 200, ..LoadOptions::default() },
+    );
     for round in 1..=rounds {
         tokio::time::sleep(Duration::from_secs(5)).await;
         let (old, new) = (format!("api-r{}", round - 1), format!("api-r{round}"));

@@ -296,7 +296,7 @@ async fn down_fails_requests_and_cuts_watches() -> anyhow::Result<()> {
 #[tokio::test]
 async fn misc_endpoints_log_and_kubeconfig() -> anyhow::Result<()> {
     let fk = fixture().await?;
-    let (code, nf) = get_json(&fk, "/api/v1/namespaces/default/services").await?;
+    let (code, nf) = get_json(&fk, "/api/v1/namespaces/default/configmaps").await?;
     assert_eq!((code, nf["kind"].as_str(), nf["code"].as_u64()), (404, Some("Status"), Some(404)));
     let (code, version) = get_json(&fk, "/version").await?;
     assert_eq!((code, version["major"].as_str()), (200, Some("1")));
@@ -306,7 +306,7 @@ async fn misc_endpoints_log_and_kubeconfig() -> anyhow::Result<()> {
     let log = fk.request_log();
     assert_eq!(
         log,
-        ["GET /api/v1/namespaces/default/services", "GET /version", "GET /api/v1/namespaces/default/pods/b"]
+        ["GET /api/v1/namespaces/default/configmaps", "GET /version", "GET /api/v1/namespaces/default/pods/b"]
     );
 
     let kubeconfig = std::fs::read_to_string(fk.kubeconfig_path())?;

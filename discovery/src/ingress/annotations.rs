@@ -131,10 +131,14 @@ pub(super) fn unknown(all: &BTreeMap<String, String>) -> Vec<String> {
     all.keys()
         .filter(|key| {
             key.strip_prefix(PREFIX)
-                .is_some_and(|name| !KNOWN.contains(&name) && !REFUSED.contains(&name) && !is_snippet(name))
+                .is_some_and(|name| !KNOWN.contains(&name) && !is_refused(name) && !is_snippet(name))
         })
         .cloned()
         .collect()
+}
+
+fn is_refused(name: &str) -> bool {
+    REFUSED.contains(&name) || name.starts_with("auth-tls-")
 }
 
 /// `*-snippet`: raw nginx configuration. (`server-snippets`, plural, which
@@ -149,7 +153,7 @@ pub(super) fn parse(all: &BTreeMap<String, String>) -> Result<Annotations, Strin
     let get = |name: &str| all.get(&format!("{PREFIX}{name}")).map(|v| v.trim());
     let mut out = Annotations::default();
     for name in all.keys().filter_map(|k| k.strip_prefix(PREFIX)) {
-        if REFUSED.contains(&name) || name.starts_with("auth-tls-") {
+        if is_refused(name) {
             return Err(format!(
                 "{PREFIX}{name} is not supported: serving without it would change who may reach the backends \
                  or where requests go"

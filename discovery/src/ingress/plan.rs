@@ -1,7 +1,10 @@
 //! One Ingress read into routes-to-be: its paths matched, its Services and
 //! Secrets looked up. Nothing here depends on other Ingresses.
 
-use k8s_openapi::api::networking::v1::Ingress;
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::networking::v1::{Ingress, IngressSpec};
 
 use super::annotations::{self, Annotations};
 use super::backend::{self, PodTarget};
@@ -43,7 +46,8 @@ pub(super) struct PlannedRoute {
 /// Reads one Ingress; `id` is its `namespace/name`.
 pub(super) fn plan(ingress: &Ingress, id: &str, inputs: &IngressInputs<'_>) -> Result<Plan, String> {
     let namespace = namespace_of(ingress);
-    let annotations = annotations::parse(&ingress.metadata.annotations.clone().unwrap_or_default())?;
+    let no_annotations = BTreeMap::new();
+    let annotations = annotations::parse(ingress.metadata.annotations.as_ref().unwrap_or(&no_annotations))?;
     let spec = ingress.spec.as_ref().ok_or("the Ingress has no spec")?;
     let mut warnings = annotations.warnings.clone();
     let mut routes = Vec::new();
@@ -100,6 +104,18 @@ pub(super) fn plan(ingress: &Ingress, id: &str, inputs: &IngressInputs<'_>) -> R
     }
     let htpasswd = annotations.basic.as_ref().map(|b| backend::htpasswd(namespace, b, inputs.secrets)).transpose()?;
 
+    let tls = tls_entries(namespace, spec, inputs.secrets, &mut warnings);
+    let has_tls = spec.tls.as_ref().is_some_and(|t| !t.is_empty());
+    Ok(Plan { id: id.to_string(), annotations, routes, htpasswd, tls, has_tls, warnings })
+}
+
+/// `spec.tls`, with each Secret's certificate and key (missing ones warned about).
+fn tls_entries(
+    namespace: &str,
+    spec: &IngressSpec,
+    secrets: &[Secret],
+    warnings: &mut Vec<String>,
+) -> Vec<TlsFromSecret> {
     let mut tls = Vec::new();
     for entry in spec.tls.iter().flatten() {
         let mut hosts: Vec<String> = entry.hosts.iter().flatten().map(|h| h.trim().to_ascii_lowercase()).collect();
@@ -109,7 +125,7 @@ pub(super) fn plan(ingress: &Ingress, id: &str, inputs: &IngressInputs<'_>) -> R
             warnings.push(format!("spec.tls for {hosts:?} names no secretName; pinroute has no default certificate"));
             continue;
         };
-        let (entry, found) = backend::tls_from_secret(namespace, secret, hosts, inputs.secrets);
+        let (entry, found) = backend::tls_from_secret(namespace, secret, hosts, secrets);
         if !found {
             warnings.push(format!("TLS Secret {namespace}/{secret} not found"));
         } else if entry.cert_pem.is_none() || entry.key_pem.is_none() {
@@ -117,6 +133,5 @@ pub(super) fn plan(ingress: &Ingress, id: &str, inputs: &IngressInputs<'_>) -> R
         }
         tls.push(entry);
     }
-    let has_tls = spec.tls.as_ref().is_some_and(|t| !t.is_empty());
-    Ok(Plan { id: id.to_string(), annotations, routes, htpasswd, tls, has_tls, warnings })
+    tls
 }
