@@ -15,11 +15,12 @@ mod typed;
 
 pub use error::ConfigError;
 pub use raw::{
-    raw_server, raw_static_route, RawAuth, RawBasicAuth, RawConfig, RawCookie, RawOAuth2, RawRoute, RawServer, RawTls,
+    raw_server, raw_static_route, RawAuth, RawBasicAuth, RawConfig, RawCookie, RawIngress, RawOAuth2, RawRoute,
+    RawServer, RawTls,
 };
 pub use size::parse_size;
 pub use typed::{
     AllCordoned, AuthSettings, BackendSource, BasicAuthSettings, Config, CookieKey, CookieSettings, HealthCheck,
-    HtpasswdSource, KeyOrigin, KubernetesSource, LabelRequirement, OAuth2Settings, PortRef, RouteConfig, SameSite,
-    ServerSettings, StaticBackend, Timeouts, TlsSettings,
+    HtpasswdSource, IngressSettings as IngressConfig, KeyOrigin, KubernetesSource, LabelRequirement, OAuth2Settings,
+    PortRef, RouteConfig, SameSite, ServerSettings, StaticBackend, Timeouts, TlsSettings,
 };

@@ -16,6 +16,24 @@ pub struct RawConfig {
     /// `[[route]]`: one entry per API server.
     #[serde(default, rename = "route")]
     pub routes: Vec<RawRoute>,
+    /// `[ingress]`: serve routes from Kubernetes Ingress objects too.
+    pub ingress: Option<RawIngress>,
+}
+
+/// `[ingress]`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIngress {
+    /// The IngressClass served (`spec.ingressClassName`).
+    pub class: Option<String>,
+    /// Other classes adopted (e.g. the chart's oauth2-proxy Ingress, class `nginx`)...
+    pub adopt_classes: Option<Vec<String>>,
+    /// ...only in these namespaces.
+    pub adopt_namespaces: Option<Vec<String>>,
+    /// Namespace watched; all namespaces when absent.
+    pub namespace: Option<String>,
+    /// The readiness label (`key=value`) whose removal cordons a pod.
+    pub ready_label: Option<String>,
 }
 
 /// `[server]`.

@@ -24,6 +24,25 @@ pub struct Config {
     pub cookie: CookieSettings,
     /// Routes, in file order (matching picks the longest prefix).
     pub routes: Vec<RouteConfig>,
+    /// Ingress-controller mode.
+    pub ingress: Option<IngressSettings>,
+}
+
+/// `[ingress]`: routes also come from Ingress objects of this class.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngressSettings {
+    /// IngressClass served.
+    pub class: String,
+    /// Classes adopted besides it...
+    pub adopt_classes: Vec<String>,
+    /// ...in these namespaces only.
+    pub adopt_namespaces: Vec<String>,
+    /// Namespace watched (`None`: all).
+    pub namespace: Option<String>,
+    /// Readiness label key.
+    pub ready_key: String,
+    /// Readiness label value.
+    pub ready_value: String,
 }
 
 /// `[server]`.
@@ -234,7 +253,24 @@ impl Config {
         let base_dir = origin.parent().unwrap_or(Path::new("."));
         let server = server_settings(&check, &raw.server, base_dir)?;
         let cookie = cookie_settings(&check, &raw.cookie, base_dir, env_key)?;
-        if raw.routes.is_empty() {
+        let ingress = match &raw.ingress {
+            None => None,
+            Some(i) => {
+                let ready = i.ready_label.clone().unwrap_or_else(|| "skypilot.co/ready=true".to_string());
+                let Some((ready_key, ready_value)) = ready.split_once('=') else {
+                    return Err(check.err("ingress.ready_label", format!("expected \"key=value\", got {ready:?}")));
+                };
+                Some(IngressSettings {
+                    class: i.class.clone().unwrap_or_else(|| "pinroute".to_string()),
+                    adopt_classes: i.adopt_classes.clone().unwrap_or_default(),
+                    adopt_namespaces: i.adopt_namespaces.clone().unwrap_or_default(),
+                    namespace: i.namespace.clone(),
+                    ready_key: ready_key.trim().to_string(),
+                    ready_value: ready_value.trim().to_string(),
+                })
+            }
+        };
+        if raw.routes.is_empty() && ingress.is_none() {
             return Err(check.err("route", "at least one [[route]] is needed, e.g.\n  [[route]]\n  prefix = \"/\"\n  backends = [\"127.0.0.1:46580\"]"));
         }
         let routes = raw
@@ -251,7 +287,7 @@ impl Config {
                 ));
             }
         }
-        Ok(Config { origin: origin.to_path_buf(), server, cookie, routes })
+        Ok(Config { origin: origin.to_path_buf(), server, cookie, routes, ingress })
     }
 }
 

@@ -113,7 +113,8 @@ impl AdminApp {
         match (method, path) {
             (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
             (&Method::GET, "/readyz") => {
-                if self.shared.snapshot().table.loaded() {
+                let ingress_ready = self.shared.ingress_ready.load(std::sync::atomic::Ordering::Relaxed);
+                if ingress_ready && self.shared.snapshot().table.loaded() {
                     text(StatusCode::OK, "ready\n")
                 } else {
                     text(StatusCode::SERVICE_UNAVAILABLE, "routing table not loaded yet\n")

@@ -2,6 +2,7 @@
 //! kube client (and its tokio resources) is created after the server started.
 //! The watches restart when a reload changes the config.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,8 +10,10 @@ use async_trait::async_trait;
 use futures::future::join_all;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
-use pinroute_config::{BackendSource, Config};
-use pinroute_discovery::{infer_client, ErrorHook, KubeSource};
+use pinroute_config::{BackendSource, Config, RouteConfig};
+use pinroute_discovery::{
+    infer_client, ErrorHook, IngressSettings, IngressSource, KubeSource, Translation, TranslationHook,
+};
 
 use crate::state::Shared;
 
@@ -21,6 +24,22 @@ const CREDENTIALS_RETRY_MAX: Duration = Duration::from_secs(30);
 #[derive(Debug)]
 pub struct KubeDiscovery {
     shared: Arc<Shared>,
+}
+
+/// A client from in-cluster config or kubeconfig, retried with backoff.
+async fn kube_client(on_error: &ErrorHook) -> pinroute_discovery::KubeClient {
+    let mut delay = Duration::from_secs(1);
+    loop {
+        match infer_client().await {
+            Ok(client) => return client,
+            Err(e) => {
+                tracing::error!(error = %e, retry_in = ?delay, "no Kubernetes client; /readyz stays false");
+                on_error(&e);
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(CREDENTIALS_RETRY_MAX);
+            }
+        }
+    }
 }
 
 fn sources(config: &Config) -> Vec<KubeSource> {
@@ -41,21 +60,6 @@ impl KubeDiscovery {
         KubeDiscovery { shared }
     }
 
-    async fn client(&self, on_error: &ErrorHook) -> pinroute_discovery::KubeClient {
-        let mut delay = Duration::from_secs(1);
-        loop {
-            match infer_client().await {
-                Ok(client) => return client,
-                Err(e) => {
-                    tracing::error!(error = %e, retry_in = ?delay, "no Kubernetes client; /readyz stays false");
-                    on_error(&e);
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(CREDENTIALS_RETRY_MAX);
-                }
-            }
-        }
-    }
-
     async fn run(&self) {
         let metrics = self.shared.metrics.clone();
         let on_error: ErrorHook = Arc::new(move |_| metrics.discovery_errors.inc());
@@ -68,7 +72,7 @@ impl KubeDiscovery {
                 let current = match client.clone() {
                     Some(c) => c,
                     None => {
-                        let c = self.client(&on_error).await;
+                        let c = kube_client(&on_error).await;
                         client = Some(c.clone());
                         c
                     }
@@ -88,6 +92,97 @@ impl KubeDiscovery {
 
 #[async_trait]
 impl BackgroundService for KubeDiscovery {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        tokio::select! {
+            _ = self.run() => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// Ingress-controller mode: Ingress objects of the configured class become
+/// routes beside the file's own.
+#[derive(Debug)]
+pub struct IngressDiscovery {
+    shared: Arc<Shared>,
+}
+
+impl IngressDiscovery {
+    /// `None` unless the config has an `[ingress]` table.
+    pub fn for_config(shared: Arc<Shared>) -> Option<IngressDiscovery> {
+        shared.file_config().ingress.is_some().then_some(IngressDiscovery { shared })
+    }
+
+    async fn run(&self) {
+        let Some(settings) = self.shared.file_config().ingress.clone() else { return };
+        let metrics = self.shared.metrics.clone();
+        let on_error: ErrorHook = Arc::new(move |_| metrics.discovery_errors.inc());
+        let client = kube_client(&on_error).await;
+        let shared = self.shared.clone();
+        // The last routes each Ingress was served with: a rejected update
+        // (a hostile snippet, a missing Secret) keeps serving them.
+        let last_good: std::sync::Mutex<HashMap<String, Vec<RouteConfig>>> = std::sync::Mutex::new(HashMap::new());
+        let on_change: TranslationHook = Arc::new(move |translation: Translation| {
+            let routes = keep_last_good(&last_good, &translation);
+            for rejection in &translation.rejected {
+                tracing::warn!(ingress = %rejection.ingress, reason = %rejection.reason, "Ingress rejected; its previous routes keep serving where they were valid");
+            }
+            for (ingress, annotation) in &translation.unknown_annotations {
+                tracing::info!(%ingress, %annotation, "unknown annotation ignored");
+            }
+            for (ingress, warning) in &translation.warnings {
+                tracing::info!(%ingress, %warning, "Ingress served with a difference from ingress-nginx");
+            }
+            tracing::info!(
+                routes = translation.routes.len(),
+                accepted = translation.accepted.len(),
+                "Ingress routes updated"
+            );
+            if let Err(e) = shared.apply_ingress_routes(routes) {
+                tracing::error!(error = %e, "Ingress routes not applied; keeping the previous ones");
+            }
+        });
+        let source = IngressSource {
+            settings: IngressSettings {
+                class: settings.class.clone(),
+                adopt_classes: settings.adopt_classes.clone(),
+                adopt_namespaces: settings.adopt_namespaces.clone(),
+                ready_label: (settings.ready_key.clone(), settings.ready_value.clone()),
+            },
+            namespace: settings.namespace.clone(),
+        };
+        source.run(client, on_change, on_error).await;
+    }
+}
+
+/// The translation's routes, plus the previous routes of every Ingress it
+/// rejected; remembers the routes of the accepted ones.
+fn keep_last_good(
+    last_good: &std::sync::Mutex<HashMap<String, Vec<RouteConfig>>>,
+    translation: &Translation,
+) -> Vec<RouteConfig> {
+    let Ok(mut last) = last_good.lock() else { return translation.routes.clone() };
+    let mut fresh: HashMap<String, Vec<RouteConfig>> = HashMap::new();
+    for (route, ingress) in translation.routes.iter().zip(&translation.route_ingresses) {
+        fresh.entry(ingress.clone()).or_default().push(route.clone());
+    }
+    let mut routes = translation.routes.clone();
+    for rejection in &translation.rejected {
+        if let Some(previous) = last.get(&rejection.ingress) {
+            for route in previous {
+                if !routes.iter().any(|r| r.prefix == route.prefix && r.host == route.host) {
+                    routes.push(route.clone());
+                }
+            }
+            fresh.insert(rejection.ingress.clone(), previous.clone());
+        }
+    }
+    *last = fresh;
+    routes
+}
+
+#[async_trait]
+impl BackgroundService for IngressDiscovery {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         tokio::select! {
             _ = self.run() => {}

@@ -59,7 +59,7 @@ impl Reloader {
                 return ReloadOutcome::Rejected(e.to_string());
             }
         };
-        let old = self.shared.config();
+        let old = self.shared.file_config();
         if *old == new {
             return ReloadOutcome::Unchanged;
         }
@@ -68,15 +68,12 @@ impl Reloader {
                 "[server] changes (listeners, admin, threads, …) take effect on restart or SIGQUIT upgrade only"
             );
         }
-        let gates = match build_gates(&new) {
-            Ok(g) => g,
-            Err(e) => {
-                tracing::error!(error = %e, "config reload rejected; keeping the running config");
-                return ReloadOutcome::Rejected(e);
-            }
-        };
         let routes: Vec<String> = new.routes.iter().map(|r| r.prefix.clone()).collect();
-        self.shared.apply_config(Arc::new(new), gates);
+        if let Err(e) = self.shared.apply_file_config(new) {
+            tracing::error!(error = %e, "config reload rejected; keeping the running config");
+            self.shared.restore_file_config(old);
+            return ReloadOutcome::Rejected(e);
+        }
         tracing::info!(?routes, file = %self.path.display(), "config reloaded");
         ReloadOutcome::Applied
     }

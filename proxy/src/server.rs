@@ -15,7 +15,7 @@ use pinroute_config::Config;
 
 use crate::admin::AdminApp;
 use crate::cookie::PinKey;
-use crate::discovery_service::KubeDiscovery;
+use crate::discovery_service::{IngressDiscovery, KubeDiscovery};
 use crate::gateway::build_gates;
 use crate::health::HealthChecker;
 use crate::metrics::Metrics;
@@ -112,6 +112,9 @@ pub fn run_with_state(config: Arc<Config>, shared: Arc<Shared>, options: RunOpti
         ));
     }
     server.add_service(background_service("kubernetes discovery", KubeDiscovery::new(shared.clone())));
+    if let Some(ingress) = IngressDiscovery::for_config(shared.clone()) {
+        server.add_service(background_service("ingress discovery", ingress));
+    }
     server.add_service(background_service("health checks", HealthChecker::new(shared.clone())));
 
     exit_when_drained(&server, shared, config.server.grace_period);

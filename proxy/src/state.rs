@@ -7,13 +7,13 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use pinroute_config::{BackendSource, Config};
+use pinroute_config::{BackendSource, Config, RouteConfig};
 use pinroute_discovery::{static_backends, DiscoveredBackend, DiscoveryEvent, Lifecycle, Publisher, RoutingTable};
 use tokio::sync::{watch, Notify};
 
 use crate::affinity::RequestIdTable;
 use crate::cookie::PinKey;
-use crate::gateway::{Gates, RouteGate};
+use crate::gateway::{build_gates, Gates, RouteGate};
 use crate::metrics::Metrics;
 use crate::snapshot::{PinCache, Snapshot};
 
@@ -24,6 +24,11 @@ const RETIRE_IDLE: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 pub struct Shared {
     config: ArcSwap<Config>,
+    /// The config file's own content (before Ingress routes are added).
+    file_config: ArcSwap<Config>,
+    ingress_routes: Mutex<Vec<RouteConfig>>,
+    /// False in ingress mode until the first translation arrived.
+    pub ingress_ready: std::sync::atomic::AtomicBool,
     snapshot: ArcSwap<Snapshot>,
     pins: ArcSwap<PinCache>,
     gates: ArcSwap<Vec<RouteGate>>,
@@ -67,6 +72,9 @@ impl Shared {
         let snapshot = Snapshot::build(config.clone(), table, &pins, gates.clone());
         let shared = Arc::new(Shared {
             config: ArcSwap::new(config.clone()),
+            file_config: ArcSwap::new(config.clone()),
+            ingress_routes: Mutex::new(Vec::new()),
+            ingress_ready: std::sync::atomic::AtomicBool::new(config.ingress.is_none()),
             snapshot: ArcSwap::from_pointee(snapshot),
             pins: ArcSwap::new(pins),
             gates: ArcSwap::new(gates),
@@ -119,6 +127,51 @@ impl Shared {
         Some(HoldPermit { shared: self, prefix: prefix.to_string() })
     }
 
+    /// The config file's content as last loaded.
+    pub fn file_config(&self) -> Arc<Config> {
+        self.file_config.load_full()
+    }
+
+    /// A reloaded config file: recomposed with the Ingress routes and applied.
+    pub fn apply_file_config(self: &Arc<Self>, file: Config) -> Result<(), String> {
+        self.file_config.store(Arc::new(file));
+        self.recompose()
+    }
+
+    /// Puts back the file config after a rejected reload.
+    pub fn restore_file_config(&self, file: Arc<Config>) {
+        self.file_config.store(file);
+    }
+
+    /// A new translation of the Ingress objects: recomposed with the file's
+    /// routes and applied.
+    pub fn apply_ingress_routes(self: &Arc<Self>, routes: Vec<RouteConfig>) -> Result<(), String> {
+        if let Ok(mut current) = self.ingress_routes.lock() {
+            *current = routes;
+        }
+        let result = self.recompose();
+        self.ingress_ready.store(true, std::sync::atomic::Ordering::Relaxed);
+        result
+    }
+
+    /// File routes first; an Ingress route clashing with one (same host and
+    /// prefix) is left out with a warning: the operator's file wins.
+    fn recompose(self: &Arc<Self>) -> Result<(), String> {
+        let file = self.file_config();
+        let mut composed = (*file).clone();
+        let ingress = self.ingress_routes.lock().map(|r| r.clone()).unwrap_or_default();
+        for route in ingress {
+            if composed.routes.iter().any(|r| r.prefix == route.prefix && r.host == route.host) {
+                tracing::warn!(prefix = %route.prefix, host = ?route.host, "an Ingress route clashes with a route of the config file; the file wins");
+                continue;
+            }
+            composed.routes.push(route);
+        }
+        let gates = build_gates(&composed)?;
+        self.apply_config(Arc::new(composed), gates);
+        Ok(())
+    }
+
     /// Applies a reloaded config: routes are matched by prefix (surviving ones
     /// keep their backends, live counters and request ids), static backend
     /// lists are replaced, backends the reload removed retire (they finish the
@@ -130,7 +183,11 @@ impl Shared {
         let from = new
             .routes
             .iter()
-            .map(|r| old.routes.iter().position(|o| o.prefix == r.prefix && same_kind(&o.source, &r.source)))
+            .map(|r| {
+                old.routes
+                    .iter()
+                    .position(|o| o.prefix == r.prefix && o.host == r.host && same_kind(&o.source, &r.source))
+            })
             .collect();
         let new_key = match (&old.cookie.key, &new.cookie.key) {
             (a, Some(b)) if a.as_ref() != Some(b) => Some(PinKey::new(&b.bytes)),
