@@ -48,6 +48,8 @@ pub struct RawServer {
     pub grace_period: Option<String>,
     /// Worker threads of the proxy service.
     pub threads: Option<usize>,
+    /// One work-stealing runtime for all threads instead of one runtime per thread.
+    pub work_stealing: Option<bool>,
     /// Unix socket for the SIGQUIT listener hand-off.
     pub upgrade_sock: Option<String>,
     /// PID file.

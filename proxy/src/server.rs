@@ -61,6 +61,10 @@ pub fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
 pub fn run_with_state(config: Arc<Config>, shared: Arc<Shared>, options: RunOptions) -> anyhow::Result<()> {
     let conf = ServerConf {
         threads: config.server.threads,
+        // One current-thread runtime per worker thread: no cross-thread task
+        // wakeups (futex + IPI) on every socket event, which a perf profile
+        // of keep-alive GETs showed as the largest single kernel cost.
+        work_stealing: config.server.work_stealing,
         grace_period_seconds: Some(config.server.grace_period.as_secs().max(1)),
         graceful_shutdown_timeout_seconds: Some(5),
         // Connect tries are bounded per route by the service; this bounds every
