@@ -257,6 +257,20 @@ async fn request_id_affinity_reaches_the_owning_pod() {
         assert_eq!((r.status().as_u16(), served_by(&r)), (200, owner.clone()), "{path}");
         assert_eq!(routeid(&r), None, "affinity leaves the client's cookie alone");
     }
+    // `POST /api/cancel` names the id in its JSON body: read before routing,
+    // forwarded intact.
+    let body = format!("{{\"request_ids\": [\"{id}\"]}}");
+    let r = http_client()
+        .post(p.url("/api/cancel"))
+        .header("cookie", format!("SKYPILOT_ROUTEID={b_cookie}"))
+        .header("content-type", "application/json")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!((r.status().as_u16(), served_by(&r)), (200, owner.clone()), "cancel reaches the owner");
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["bytes"].as_u64(), Some(body.len() as u64), "the body was forwarded whole");
     // The owner is cordoned: it still serves its own request ids.
     pods.kube.remove_label(NS, &owner, READY.0);
     wait_state(&p, &format!("skypilot/{owner}"), "draining").await;

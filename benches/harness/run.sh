@@ -20,6 +20,7 @@ usage() {
                      write the top symbols to results/<mode>-perf-pinroute.txt
   --contenders LIST  comma list of direct,pinroute,pinroute-info-log,haproxy,nginx
                      (default: all)
+  --workloads LIST   comma list of a,a1,a2,b,c,d,e,f (default: all)
   --no-build         use the binaries already in the target dir
   --keep-tmp         keep the temp dir (configs, logs, raw outputs)
 EOF
@@ -34,6 +35,7 @@ BIN="$TARGET_DIR/release"
 QUICK=0 PERF=0 BUILD=1 KEEP_TMP=0
 AUTH="${PINROUTE_BENCH_AUTH:-auto}"
 CONTENDERS="direct,pinroute,pinroute-info-log,haproxy,nginx"
+WORKLOADS="a,a1,a2,b,c,d,e,f"
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --quick) QUICK=1 ;;
@@ -43,6 +45,7 @@ while [[ $# -gt 0 ]]; do
         --no-build) BUILD=0 ;;
         --keep-tmp) KEEP_TMP=1 ;;
         --contenders) CONTENDERS="${2:?--contenders needs a list}"; shift ;;
+        --workloads) WORKLOADS="${2:?--workloads needs a list}"; shift ;;
         -h|--help) usage; exit 0 ;;
         *) echo "unknown argument: $1" >&2; usage >&2; exit 2 ;;
     esac
@@ -51,9 +54,9 @@ done
 
 # ---- workload sizes -------------------------------------------------------
 if [[ $QUICK == 1 ]]; then
-    MODE=quick DUR_A=4 DUR=3 WARMUP=0 WS_ROUNDS=300
+    MODE=quick DUR_A=4 DUR=3 WARMUP=0 WS_ROUNDS=300 ATTEMPTS=${BENCH_ATTEMPTS:-1}
 else
-    MODE=full DUR_A=30 DUR=15 WARMUP=3 WS_ROUNDS=2000
+    MODE=full DUR_A=30 DUR=15 WARMUP=3 WS_ROUNDS=2000 ATTEMPTS=${BENCH_ATTEMPTS:-3}
 fi
 CONNS=64            # a, a2, b, f: concurrent connections
 UPLOAD_CONNS=16     # c: concurrent 1 MiB uploads
@@ -69,6 +72,7 @@ QUIET_PCT=${BENCH_QUIET_PCT:-12}        # machine busy % (both cores) counted as
 QUIET_MAX=${BENCH_QUIET_MAX:-$([[ $QUICK == 1 ]] && echo 15 || echo 120)}  # s to wait per workload
 QUIET_BUDGET=${BENCH_QUIET_BUDGET:-$([[ $QUICK == 1 ]] && echo 60 || echo 1200)}  # s to wait in all
 NICE=${BENCH_NICE:--10}
+NOISY_PCT=5  # a workload during which other processes used more CPU (% of a core) is repeated
 COOKIE_NAME=SKYPILOT_ROUTEID
 COOKIE_KEY="pinroute-bench-cookie-key-0123456789"
 # user "bench", password "bench", bcrypt cost 5 (as the chart's htpasswd).
@@ -78,6 +82,7 @@ AUTH_HEADER="Basic YmVuY2g6YmVuY2g="
 log() { printf '[harness %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 wants() { [[ ",$CONTENDERS," == *",$1,"* ]]; }
+wants_workload() { [[ ",$WORKLOADS," == *",$1,"* ]]; }
 
 # ---- tools ----------------------------------------------------------------
 install_missing() {
@@ -111,6 +116,16 @@ TMP=$(mktemp -d /tmp/pinroute-bench.XXXXXX)
 RAW="$TMP/raw.jsonl"
 : >"$RAW"
 PIDS=()
+
+# Other sessions may rebuild target/ while this runs: measure one snapshot,
+# and describe the tree it was built from as it is now.
+PINROUTE="$TMP/pinroute"
+cp "$BIN/pinroute" "$PINROUTE"
+PINROUTE_BUILT=$(date -u -r "$BIN/pinroute" +%Y-%m-%dT%H:%M:%SZ)
+COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [[ -n $(git -C "$ROOT" status --porcelain 2>/dev/null | grep -v '^??' || true) ]]; then
+    COMMIT+=" (uncommitted changes in the tree)"
+fi
 
 stop_pids() {
     local pid deadline
@@ -250,12 +265,12 @@ start_pinroute() { # RUST_LOG [EXTRA_TOML]
     cfg="$TMP/pinroute-$C_PORT.toml"
     C_LOG="$TMP/pinroute-$C_PORT.log"
     pinroute_config "$cfg" "$C_PORT" "$admin" "$extra"
-    if ! PINROUTE_COOKIE_KEY=$COOKIE_KEY "$BIN/pinroute" check --config "$cfg" >"$C_LOG" 2>&1; then
+    if ! PINROUTE_COOKIE_KEY=$COOKIE_KEY "$PINROUTE" check --config "$cfg" >"$C_LOG" 2>&1; then
         START_ERROR="pinroute check rejected the config: $(tail -c 600 "$C_LOG")"
         return 1
     fi
     env RUST_LOG="$level" PINROUTE_COOKIE_KEY="$COOKIE_KEY" \
-        "${ON_PROXY_CORE[@]}" "$BIN/pinroute" run --config "$cfg" >"$C_LOG" 2>&1 &
+        "${ON_PROXY_CORE[@]}" "$PINROUTE" run --config "$cfg" >"$C_LOG" 2>&1 &
     C_PIDS=$!
     PIDS+=("$C_PIDS")
     C_AUTH_PORT=""
@@ -577,32 +592,70 @@ CUR=""           # contender being measured
 WORKLOAD_NOTE="" # extra note for the next record
 NOTE_FN=""       # function whose output is added to the note after the run
 
+# Sum of the error counters in a result (wrk's, or the Rust clients' "errors").
+result_errors() {
+    printf '%s' "$1" | grep -o '"\(connect_errors\|read_errors\|write_errors\|status_errors\|timeouts\|errors\)":[0-9]*' |
+        awk -F: '{t += $2} END {print t + 0}'
+}
+
+# run_measured WORKLOAD TITLE DESCRIPTION MARKER EXTRA -- COMMAND...
+# Runs the load generator COMMAND (its result is the stdout line starting
+# with {"MARKER") up to ATTEMPTS times while other processes made the numbers
+# noisy, and records the least noisy attempt. An attempt without a result or
+# with errors in it is recorded at once: retries must never hide a failure.
+# EXTRA: more KEY=JSON fields (word-split), or empty.
+run_measured() {
+    local workload=$1 title=$2 desc=$3 marker=$4 extra=$5
+    shift 6
+    local attempt out t0 t1 rss result foreign best_foreign=-1 tried="" best=() fields
+    for ((attempt = 1; attempt <= ATTEMPTS; attempt++)); do
+        wait_quiet
+        log "$CUR: $workload ($desc)$( ((attempt > 1)) && echo ", attempt $attempt of $ATTEMPTS")"
+        noise_start
+        t0=$(cpu_ticks)
+        out=$("$@" 2>&1) || true
+        t1=$(cpu_ticks)
+        rss=$(rss_kib)
+        noise_end
+        printf '%s\n' "$out" >"$TMP/$CUR-$workload.$attempt.out"
+        result=$(printf '%s\n' "$out" | grep "^{\"$marker\"" | tail -1) || true
+        if [[ -z $result ]]; then
+            emit contender="$(json_str "$CUR")" workload="$(json_str "$workload")" title="$(json_str "$title")" \
+                error="$(json_str "$workload produced no result: $(printf '%s' "$out" | tail -5)")"
+            WORKLOAD_NOTE=""
+            return 0
+        fi
+        foreign=${NOISE_FIELDS##*foreign_cpu_pct=}
+        tried+="${tried:+, }$foreign%"
+        # shellcheck disable=SC2206 # NOISE_FIELDS is two KEY=N words
+        fields=(rss_kib="$rss" cpu_ticks=$((t1 - t0)) clk_tck="$(getconf CLK_TCK)" $NOISE_FIELDS result="$result")
+        if ((best_foreign < 0 || foreign < best_foreign)); then
+            best=("${fields[@]}")
+            best_foreign=$foreign
+        fi
+        if (($(result_errors "$result") > 0)); then
+            best=("${fields[@]}")
+            break
+        fi
+        ((foreign <= NOISY_PCT)) && break
+        ((attempt < ATTEMPTS)) && log "$CUR: $workload was noisy (other processes used $foreign% of a core); measuring again"
+    done
+    [[ -n $NOTE_FN ]] && WORKLOAD_NOTE+="${WORKLOAD_NOTE:+; }$($NOTE_FN)"
+    # shellcheck disable=SC2086 # EXTRA is KEY=JSON words
+    emit contender="$(json_str "$CUR")" workload="$(json_str "$workload")" title="$(json_str "$title")" \
+        "${best[@]}" $extra attempts="$((attempt > ATTEMPTS ? ATTEMPTS : attempt))" \
+        attempts_foreign="$(json_str "$tried")" note="$(json_str "$WORKLOAD_NOTE")"
+    WORKLOAD_NOTE=""
+}
+
 run_wrk() { # WORKLOAD TITLE CONNS SECONDS PORT PATH METHOD BODY_BYTES HEADER...
     local workload=$1 title=$2 conns=$3 secs=$4 port=$5 path=$6 method=$7 body=$8
     shift 8
-    local lua="$TMP/$CUR-$workload.lua" out t0 t1 result rss
+    local lua="$TMP/$CUR-$workload.lua"
     wrk_script "$lua" "$method" "$body" "$@"
-    wait_quiet
-    log "$CUR: $workload ($secs s, $conns conns)"
-    noise_start
-    t0=$(cpu_ticks)
-    out=$(timeout $((secs + 30)) "${ON_LOAD_CORE[@]}" wrk -t1 -c"$conns" -d"${secs}s" --timeout 5s \
-        -s "$lua" "http://127.0.0.1:$port$path" 2>&1) || true
-    t1=$(cpu_ticks)
-    rss=$(rss_kib)
-    noise_end
-    printf '%s\n' "$out" >"$TMP/$CUR-$workload.wrk.txt"
-    result=$(printf '%s\n' "$out" | grep '^{"requests"' | tail -1) || true
-    if [[ -z $result ]]; then
-        emit contender="$(json_str "$CUR")" workload="$(json_str "$workload")" title="$(json_str "$title")" \
-            error="$(json_str "wrk produced no result: $(printf '%s' "$out" | tail -5)")"
-        return 0
-    fi
-    [[ -n $NOTE_FN ]] && WORKLOAD_NOTE+="${WORKLOAD_NOTE:+; }$($NOTE_FN)"
-    emit contender="$(json_str "$CUR")" workload="$(json_str "$workload")" title="$(json_str "$title")" \
-        rss_kib="$rss" cpu_ticks=$((t1 - t0)) clk_tck="$(getconf CLK_TCK)" body_bytes="$body" \
-        $NOISE_FIELDS note="$(json_str "$WORKLOAD_NOTE")" result="$result"
-    WORKLOAD_NOTE=""
+    run_measured "$workload" "$title" "$secs s, $conns conns" requests "body_bytes=$body" -- \
+        timeout $((secs + 30)) "${ON_LOAD_CORE[@]}" wrk -t1 -c"$conns" -d"${secs}s" --timeout 5s \
+        -s "$lua" "http://127.0.0.1:$port$path"
 }
 
 warmup() { # PORT HEADER...
@@ -642,24 +695,10 @@ run_idle_streams() { # COOKIE
 }
 
 run_ws_echo() { # COOKIE
-    local title="websocket echo: $WS_CONNS connections x $WS_ROUNDS round trips (32-byte frames)" out result t0 t1 rss
-    wait_quiet
-    log "$CUR: e_ws_echo ($WS_CONNS x $WS_ROUNDS)"
-    noise_start
-    t0=$(cpu_ticks)
-    out=$(timeout 120 "${ON_LOAD_CORE[@]}" "$BIN/ws_echo" --url "ws://127.0.0.1:$C_PORT/ws" \
-        --conns "$WS_CONNS" --rounds "$WS_ROUNDS" --size 32 --cookie "$1" --timeout 90 2>&1) || true
-    t1=$(cpu_ticks)
-    rss=$(rss_kib)
-    noise_end
-    result=$(printf '%s\n' "$out" | grep '^{"conns"' | tail -1) || true
-    if [[ -z $result ]]; then
-        emit contender="$(json_str "$CUR")" workload='"e_ws_echo"' title="$(json_str "$title")" \
-            error="$(json_str "ws_echo produced no result: $(printf '%s' "$out" | tail -5)")"
-    else
-        emit contender="$(json_str "$CUR")" workload='"e_ws_echo"' title="$(json_str "$title")" \
-            rss_kib="$rss" cpu_ticks=$((t1 - t0)) clk_tck="$(getconf CLK_TCK)" $NOISE_FIELDS result="$result"
-    fi
+    run_measured e_ws_echo "websocket echo: $WS_CONNS connections x $WS_ROUNDS round trips (32-byte frames)" \
+        "$WS_CONNS x $WS_ROUNDS" conns "" -- \
+        timeout 120 "${ON_LOAD_CORE[@]}" "$BIN/ws_echo" --url "ws://127.0.0.1:$C_PORT/ws" \
+        --conns "$WS_CONNS" --rounds "$WS_ROUNDS" --size 32 --cookie "$1" --timeout 90
 }
 
 skip() { # WORKLOAD TITLE REASON
@@ -699,12 +738,14 @@ measure_contender() { # NAME
     sticky=$(stickiness "$cookie")
     log "$CUR up: port $C_PORT, pids $C_PIDS, cookie '$cookie' -> $sticky"
 
-    warmup "$C_PORT" "Cookie: $cookie"
-    WORKLOAD_NOTE="cookie $cookie -> $sticky"
-    [[ $CUR == pinroute-info-log ]] && NOTE_FN=info_log_note
-    run_wrk a_get "$T_A" "$CONNS" "$DUR_A" "$C_PORT" /api/health GET 0 "Cookie: $cookie"
-    NOTE_FN=""
-    check_alive a_get
+    if wants_workload a; then
+        warmup "$C_PORT" "Cookie: $cookie"
+        WORKLOAD_NOTE="cookie $cookie -> $sticky"
+        [[ $CUR == pinroute-info-log ]] && NOTE_FN=info_log_note
+        run_wrk a_get "$T_A" "$CONNS" "$DUR_A" "$C_PORT" /api/health GET 0 "Cookie: $cookie"
+        NOTE_FN=""
+        check_alive a_get
+    fi
 
     if [[ $CUR == pinroute-info-log ]]; then
         # Only workload a: this contender is there to price the access log.
@@ -716,28 +757,40 @@ measure_contender() { # NAME
         perf_pinroute "$cookie"
     fi
 
-    run_wrk a1_get_1conn "$T_A1" 1 "$DUR" "$C_PORT" /api/health GET 0 "Cookie: $cookie"
-    check_alive a1_get_1conn
+    if wants_workload a1; then
+        run_wrk a1_get_1conn "$T_A1" 1 "$DUR" "$C_PORT" /api/health GET 0 "Cookie: $cookie"
+        check_alive a1_get_1conn
+    fi
 
-    [[ $CUR == nginx ]] &&
-        WORKLOAD_NOTE="nginx: every cookieless request hashes the empty cookie, so all go to one backend"
-    run_wrk a2_get_new_client "$T_A2" "$CONNS" "$DUR" "$C_PORT" /api/health GET 0
-    check_alive a2_get_new_client
+    if wants_workload a2; then
+        [[ $CUR == nginx ]] &&
+            WORKLOAD_NOTE="nginx: every cookieless request hashes the empty cookie, so all go to one backend"
+        run_wrk a2_get_new_client "$T_A2" "$CONNS" "$DUR" "$C_PORT" /api/health GET 0
+        check_alive a2_get_new_client
+    fi
 
-    run_wrk b_conn_close "$T_B" "$CONNS" "$DUR" "$C_PORT" /api/health GET 0 "Cookie: $cookie" "Connection: close"
-    check_alive b_conn_close
+    if wants_workload b; then
+        run_wrk b_conn_close "$T_B" "$CONNS" "$DUR" "$C_PORT" /api/health GET 0 "Cookie: $cookie" "Connection: close"
+        check_alive b_conn_close
+    fi
 
-    run_wrk c_upload "$T_C" "$UPLOAD_CONNS" "$DUR" "$C_PORT" /upload POST "$UPLOAD_BYTES" "Cookie: $cookie"
-    check_alive c_upload
+    if wants_workload c; then
+        run_wrk c_upload "$T_C" "$UPLOAD_CONNS" "$DUR" "$C_PORT" /upload POST "$UPLOAD_BYTES" "Cookie: $cookie"
+        check_alive c_upload
+    fi
 
-    [[ $CUR == direct ]] && WORKLOAD_NOTE="direct: RSS is the backend's own cost per stream"
-    run_idle_streams "$cookie"
-    check_alive d_idle_streams
+    if wants_workload d; then
+        [[ $CUR == direct ]] && WORKLOAD_NOTE="direct: RSS is the backend's own cost per stream"
+        run_idle_streams "$cookie"
+        check_alive d_idle_streams
+    fi
 
-    run_ws_echo "$cookie"
-    check_alive e_ws_echo
+    if wants_workload e; then
+        run_ws_echo "$cookie"
+        check_alive e_ws_echo
+    fi
 
-    run_auth "$cookie"
+    wants_workload f && run_auth "$cookie"
     stop_contender "$CUR"
 }
 
@@ -771,7 +824,7 @@ AUTH_TOML="$(printf '[route.auth.basic]\nhtpasswd = "%s"\n' "$HTPASSWD_LINE")"
 auth_config_accepted() { # does this pinroute know [route.auth.basic]?
     local cfg="$TMP/auth-check.toml"
     pinroute_config "$cfg" 1 2 "$AUTH_TOML"
-    PINROUTE_COOKIE_KEY=$COOKIE_KEY "$BIN/pinroute" check --config "$cfg" >/dev/null 2>&1
+    PINROUTE_COOKIE_KEY=$COOKIE_KEY "$PINROUTE" check --config "$cfg" >/dev/null 2>&1
 }
 
 run_auth() { # COOKIE
@@ -848,10 +901,6 @@ forget_pid "$BACKEND_PID"
 # ---- report -----------------------------------------------------------------
 mkdir -p "$RESULTS"
 version_of() { "$@" 2>&1 | head -1 || true; }
-COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
-if [[ -n $(git -C "$ROOT" status --porcelain 2>/dev/null | grep -v '^??' || true) ]]; then
-    COMMIT+=" (uncommitted changes in the tree)"
-fi
 NOTES=(
     "every contender runs on core $PROXY_CORE with one worker (pinroute threads = 1, HAProxy nbthread 1, nginx worker_processes 1); wrk (-t1), the Rust clients and the backend share core $LOAD_CORE, which bounds 'direct'"
     "RSS and CPU columns are the contender's process(es) (nginx: master + worker; direct: the backend); CPU µs/rq = contender CPU time / requests; CPU% is of one core"
@@ -859,7 +908,7 @@ NOTES=(
     "HAProxy: cookie $COOKIE_NAME insert indirect nocache, balance roundrobin, http-reuse safe, health checks inter 5s"
     "nginx: open-source nginx has no cookie insertion: hash \$cookie_$COOKIE_NAME consistent; keep-alive upstreams (keepalive 128), no active health checks, proxy_request_buffering off, proxy_buffering off on /api/stream"
     "all proxies add X-Forwarded-For/-Proto/-Host and X-Real-IP; 'errors' = connect/read/write errors and timeouts (streams: failed or closed early); non2xx = responses >= 400"
-    "noise: before each workload the harness waits (at most ${QUIET_MAX}s) until the machine is <= ${QUIET_PCT}% busy; 'foreign' is CPU (% of one core, both cores summed) used during the workload by processes other than the contender, the backend and the harness's clients; harness processes run at nice $NICE"
+    "noise: before each workload the harness waits (at most ${QUIET_MAX}s) until the machine is <= ${QUIET_PCT}% busy; 'foreign' is CPU (% of one core, both cores summed) used during the workload by processes other than the contender, the backend and the harness's clients; harness processes run at nice $NICE; a workload during which other processes used > $NOISY_PCT% of a core is measured again (at most $ATTEMPTS attempts) and the least noisy attempt is kept"
     "latencies are wrk's (request sent to response read, per connection); ws round trips are measured by ws_echo"
 )
 REPORT_NOTES=()
@@ -877,7 +926,7 @@ OUT_NAME=$([[ $MODE == full ]] && echo latest || echo quick)
     --meta "nginx=$(version_of nginx -v)" \
     --meta "wrk=$(version_of wrk -v)" \
     --meta "rustc=$(version_of rustc --version)" \
-    --meta "pinroute_binary=$BIN/pinroute built $(date -u -r "$BIN/pinroute" +%Y-%m-%dT%H:%M:%SZ)" \
+    --meta "pinroute_binary=built $PINROUTE_BUILT ($(version_of "$PINROUTE" --version)), copied at the start of the run" \
     --meta "fd_limit=$FD_LIMIT" \
     "${REPORT_NOTES[@]}"
 log "results: $RESULTS/$OUT_NAME.txt, $RESULTS/$OUT_NAME.json${PERF_OUT:+, $PERF_OUT}"

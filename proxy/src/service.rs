@@ -24,6 +24,16 @@ use crate::route::{
 use crate::snapshot::Snapshot;
 use crate::state::Shared;
 
+/// Largest `/api/cancel` body read before routing (it only lists ids).
+const CANCEL_BODY_MAX: usize = 16 * 1024;
+
+/// The first id in a cancel body, `{"request_ids": ["..."]}`.
+fn cancel_request_id(body: &[u8]) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let id = value.get("request_ids")?.as_array()?.first()?.as_str()?;
+    (id.len() >= crate::affinity::MIN_PREFIX).then(|| id.to_string())
+}
+
 /// Most backends asked for an unknown request id.
 const MAX_ID_PROBES: usize = 8;
 
@@ -182,6 +192,29 @@ impl Pinroute {
         None
     }
 
+    /// `POST /api/cancel` names its ids in a small JSON body
+    /// (`{"request_ids": [...]}`). The body is read here, before a backend
+    /// is chosen, into pingora's retry buffer — which is what pingora sends
+    /// upstream when the body was already read — so routing can use the id.
+    async fn cancel_body_request_id(&self, session: &mut Session) -> Result<Option<String>> {
+        let header = session.req_header();
+        let small = header
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .is_some_and(|len| len > 0 && len <= CANCEL_BODY_MAX);
+        if header.method != http::Method::POST || !small {
+            return Ok(None);
+        }
+        session.as_mut().enable_retry_buffering();
+        let mut body = Vec::new();
+        while let Some(chunk) = session.read_request_body().await? {
+            body.extend_from_slice(&chunk);
+        }
+        Ok(cancel_request_id(&body))
+    }
+
     async fn reply(&self, session: &mut Session, ctx: &mut RequestCtx, reply: LocalReply) -> Result<bool> {
         ctx.local_status = Some(reply.status);
         let headers: Vec<(&str, &str)> = reply.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
@@ -269,6 +302,9 @@ impl ProxyHttp for Pinroute {
         ctx.upstream_uri = admission.upstream_uri;
         ctx.cookie = admission.cookie;
         ctx.request_id = admission.request_id;
+        if ctx.request_id.is_none() && ctx.rel_path == "/api/cancel" {
+            ctx.request_id = self.cancel_body_request_id(session).await?;
+        }
         ctx.auth_headers = admission.auth_headers;
         ctx.strip_headers = admission.strip_headers;
         if let Some(owner) = ctx.request_id.as_deref().and_then(|id| self.shared.request_ids.lookup(id, Instant::now()))

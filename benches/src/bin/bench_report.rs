@@ -84,6 +84,10 @@ struct Row {
     /// CPU (% of one core, all cores summed) used by processes outside the
     /// harness during the workload.
     foreign_cpu_pct: Option<f64>,
+    /// How many times the workload ran (noisy attempts are repeated).
+    attempts: Option<u64>,
+    /// Foreign CPU of each attempt, as the harness wrote it.
+    attempts_foreign: Option<String>,
     raw: Value,
 }
 
@@ -119,6 +123,8 @@ fn row_of(record: &Value) -> Row {
         rss_kib: num(record, "rss_kib"),
         quiet_busy_pct: num(record, "quiet_busy_pct"),
         foreign_cpu_pct: num(record, "foreign_cpu_pct"),
+        attempts: num(record, "attempts").map(|a| a as u64),
+        attempts_foreign: text(record, "attempts_foreign"),
         raw: record.clone(),
         ..Row::default()
     };
@@ -228,12 +234,20 @@ fn goals(by: &BTreeMap<(String, String), Row>) -> Vec<Goal> {
     let (pin, hap, ngx, dir) =
         (get("pinroute", "a_get"), get("haproxy", "a_get"), get("nginx", "a_get"), get("direct", "a_get"));
     let caveat = |rows: &[Option<&Row>]| {
-        let bad: Vec<String> = rows
+        let mut bad: Vec<String> = rows
             .iter()
             .flatten()
             .filter(|r| r.errors > 0 || r.non_2xx > 0 || r.error.is_some())
             .map(|r| format!("{} had {} errors, {} non-2xx", r.contender, r.errors, r.non_2xx))
             .collect();
+        bad.extend(rows.iter().flatten().filter(|r| r.noisy()).map(|r| {
+            format!(
+                "{} {} was measured while other work ran (foreign {})",
+                r.contender,
+                r.workload,
+                fmt_opt(r.foreign_cpu_pct, |v| format!("{v:.0}%"))
+            )
+        }));
         (!bad.is_empty()).then(|| bad.join("; "))
     };
     let rps_vs_hap = ratio(pin.and_then(|r| r.req_per_s), hap.and_then(|r| r.req_per_s));
@@ -381,6 +395,13 @@ fn main() -> anyhow::Result<()> {
             if let Some(n) = &r.note {
                 let _ = writeln!(out, "{:<18}   note: {n}", "");
             }
+            if let (Some(a), Some(f)) = (r.attempts.filter(|a| *a > 1), &r.attempts_foreign) {
+                let _ = writeln!(
+                    out,
+                    "{:<18}   measured {a} times (other processes' CPU: {f}); the least noisy is shown",
+                    ""
+                );
+            }
         }
         let rs = ratios(&wrows);
         for ra in &rs {
@@ -420,12 +441,15 @@ fn main() -> anyhow::Result<()> {
     let _ = writeln!(out, "\n== goals (pinroute)");
     let mut goals_json = Vec::new();
     for g in &goals {
-        let status = match g.value {
-            Some(v) if (g.passes)(v) => "PASS",
-            Some(_) => "MISS",
-            None => "n/a",
+        let status = match (g.value, &g.caveat) {
+            (Some(v), None) if (g.passes)(v) => "PASS",
+            (Some(_), None) => "MISS",
+            // Errors or noise behind the number: say so in the status too.
+            (Some(v), Some(_)) if (g.passes)(v) => "PASS?",
+            (Some(_), Some(_)) => "MISS?",
+            (None, _) => "n/a",
         };
-        let _ = writeln!(out, "  [{status:<4}] {:<36} target {:<8} got {}", g.name, g.target, g.shown);
+        let _ = writeln!(out, "  [{status:<5}] {:<36} target {:<8} got {}", g.name, g.target, g.shown);
         if let Some(c) = &g.caveat {
             let _ = writeln!(out, "         caution: {c}");
         }
@@ -448,7 +472,7 @@ fn main() -> anyhow::Result<()> {
                 "rss_kib": r.rss_kib, "upload_mb_per_s": r.upload_mb_per_s,
                 "kib_per_stream": r.kib_per_stream, "streams_open": r.streams_open,
                 "quiet_busy_pct": r.quiet_busy_pct, "foreign_cpu_pct": r.foreign_cpu_pct,
-                "noisy": r.noisy(),
+                "noisy": r.noisy(), "attempts": r.attempts,
                 "raw": r.raw,
             })
         })
