@@ -99,7 +99,8 @@ impl Cluster {
     async fn proxy(&self) -> ProxyProcess {
         let kubeconfig = self.kube.kubeconfig_path().to_string_lossy().into_owned();
         let env = [("KUBECONFIG", kubeconfig.as_str()), ("PINROUTE_COOKIE_KEY", "ingress-test-key-0123456")];
-        ProxyProcess::start_with_env(Path::new(BIN), "", "[ingress]\nclass = \"pinroute\"\n", &env).await.unwrap()
+        let ingress = "[ingress]\nclass = \"pinroute\"\nstatus_address = \"203.0.113.10\"\n";
+        ProxyProcess::start_with_env(Path::new(BIN), "", ingress, &env).await.unwrap()
     }
 }
 
@@ -195,6 +196,15 @@ async fn two_releases_on_their_own_paths_with_their_own_auth() {
     );
     let r = get_as(&p, "/second-server/api/health", Some(&carol), None).await;
     assert_eq!(r.status(), 200, "old routes keep serving");
+    let kube = &c.kube;
+    let evented = wait_until(Duration::from_secs(10), || async {
+        kube.events().iter().any(|e| e["involvedObject"]["name"] == "second-ingress" && e["reason"] == "Rejected")
+    })
+    .await;
+    assert!(evented, "a Kubernetes Event reports the rejection: {:?}", kube.events());
+    // Served Ingresses carry the proxy's address in their status.
+    let status = kube.ingress_status(NS, "first-ingress").unwrap_or_default();
+    assert_eq!(status["loadBalancer"]["ingress"][0]["ip"], "203.0.113.10", "{status}");
     assert!(r.headers().get("x-evil").is_none());
     assert_eq!(get_as(&p, "/first-server/api/health", Some(&alice), None).await.status(), 200);
 }

@@ -34,6 +34,8 @@ pub struct RawIngress {
     pub namespace: Option<String>,
     /// The readiness label (`key=value`) whose removal cordons a pod.
     pub ready_label: Option<String>,
+    /// Address written into served Ingresses' `status.loadBalancer`.
+    pub status_address: Option<String>,
 }
 
 /// `[server]`.

@@ -43,6 +43,8 @@ pub struct IngressSettings {
     pub ready_key: String,
     /// Readiness label value.
     pub ready_value: String,
+    /// Address written into served Ingresses' `status.loadBalancer`.
+    pub status_address: Option<String>,
 }
 
 /// `[server]`.
@@ -270,6 +272,7 @@ impl Config {
                     namespace: i.namespace.clone(),
                     ready_key: ready_key.trim().to_string(),
                     ready_value: ready_value.trim().to_string(),
+                    status_address: i.status_address.clone().filter(|a| !a.is_empty()),
                 })
             }
         };

@@ -7,15 +7,24 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{stream, StreamExt};
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{Event, Secret, Service};
 use k8s_openapi::api::networking::v1::Ingress;
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, watcher};
 use kube::{Api, Client};
+use serde_json::json;
 
 use crate::ingress::{translate, IngressInputs, IngressSettings, Translation};
 use crate::kube_source::ErrorHook;
 use crate::DiscoveryError;
+
+/// What was already written to the API server.
+#[derive(Debug, Default)]
+struct Reported {
+    status: std::collections::HashSet<String>,
+    events: std::collections::HashSet<String>,
+}
 
 /// Called with each translation that differs from the previous one.
 pub type TranslationHook = Arc<dyn Fn(Translation) + Send + Sync>;
@@ -27,6 +36,9 @@ pub struct IngressSource {
     pub settings: IngressSettings,
     /// Namespace watched; all when `None`.
     pub namespace: Option<String>,
+    /// Address written into `status.loadBalancer` of served Ingresses
+    /// (an IP, or a hostname); `None` leaves status alone.
+    pub status_address: Option<String>,
 }
 
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -75,6 +87,7 @@ impl IngressSource {
         let mut changes = changes.ready_chunks(64).boxed();
         let mut listed = [false; 3];
         let mut last: Option<String> = None;
+        let mut reported = Reported::default();
         while let Some(batch) = changes.next().await {
             for result in &batch {
                 match result {
@@ -99,9 +112,64 @@ impl IngressSource {
                 format!("{:?}|{:?}|{:?}", translation.routes, translation.rejected, translation.ssl_redirect);
             if last.as_deref() != Some(fingerprint.as_str()) {
                 last = Some(fingerprint);
+                self.report(&client, &translation, &mut reported).await;
                 on_change(translation);
             }
         }
+    }
+
+    /// Writes the proxy's address into served Ingresses' status and an
+    /// Event on each newly rejected one. Failures are logged, never fatal.
+    async fn report(&self, client: &Client, translation: &Translation, reported: &mut Reported) {
+        if let Some(address) = &self.status_address {
+            let entry = if address.parse::<std::net::IpAddr>().is_ok() {
+                json!({"ip": address})
+            } else {
+                json!({"hostname": address})
+            };
+            let status = json!({"status": {"loadBalancer": {"ingress": [entry]}}});
+            for ingress in &translation.accepted {
+                if reported.status.contains(ingress) {
+                    continue;
+                }
+                let Some((ns, name)) = ingress.split_once('/') else { continue };
+                let api: Api<Ingress> = Api::namespaced(client.clone(), ns);
+                match api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status)).await {
+                    Ok(_) => {
+                        reported.status.insert(ingress.clone());
+                    }
+                    Err(e) => tracing::warn!(%ingress, error = %e, "could not write the Ingress status"),
+                }
+            }
+        }
+        let rejected: std::collections::HashSet<String> =
+            translation.rejected.iter().map(|r| format!("{}|{}", r.ingress, r.reason)).collect();
+        for rejection in &translation.rejected {
+            let key = format!("{}|{}", rejection.ingress, rejection.reason);
+            if reported.events.contains(&key) {
+                continue;
+            }
+            let Some((ns, name)) = rejection.ingress.split_once('/') else { continue };
+            let event: Event = match serde_json::from_value(json!({
+                "metadata": {"generateName": format!("{name}."), "namespace": ns},
+                "involvedObject": {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "namespace": ns, "name": name},
+                "reason": "Rejected",
+                "message": rejection.reason,
+                "type": "Warning",
+                "source": {"component": "pinroute"},
+                "reportingComponent": "pinroute",
+                "count": 1,
+            })) {
+                Ok(e) => e,
+                Err(_) => continue,
+            };
+            let api: Api<Event> = Api::namespaced(client.clone(), ns);
+            if let Err(e) = api.create(&PostParams::default(), &event).await {
+                tracing::warn!(ingress = %rejection.ingress, error = %e, "could not record the rejection Event");
+            }
+        }
+        reported.events = rejected;
+        reported.status.retain(|i| translation.accepted.contains(i));
     }
 
     fn translate(&self, ingresses: &Store<Ingress>, services: &Store<Service>, secrets: &Store<Secret>) -> Translation {

@@ -150,6 +150,7 @@ impl IngressDiscovery {
                 ready_label: (settings.ready_key.clone(), settings.ready_value.clone()),
             },
             namespace: settings.namespace.clone(),
+            status_address: settings.status_address.clone(),
         };
         source.run(client, on_change, on_error).await;
     }
