@@ -83,6 +83,27 @@ impl AdminApp {
         matched
     }
 
+    /// pingora may start the admin listener before the client listeners are
+    /// bound: ready means a client could connect right now.
+    async fn listeners_accept(&self) -> bool {
+        let config = self.shared.config();
+        for addr in &config.server.listen {
+            let mut target = *addr;
+            if target.ip().is_unspecified() {
+                target.set_ip(if target.is_ipv4() {
+                    std::net::Ipv4Addr::LOCALHOST.into()
+                } else {
+                    std::net::Ipv6Addr::LOCALHOST.into()
+                });
+            }
+            let connect = tokio::net::TcpStream::connect(target);
+            if !matches!(tokio::time::timeout(Duration::from_millis(500), connect).await, Ok(Ok(_))) {
+                return false;
+            }
+        }
+        true
+    }
+
     async fn drain_wait(&self, id: &str, route: Option<&str>, timeout: Duration) -> Response<Vec<u8>> {
         let deadline = Instant::now() + timeout.min(DRAIN_WAIT_MAX);
         loop {
@@ -114,7 +135,9 @@ impl AdminApp {
             (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
             (&Method::GET, "/readyz") => {
                 let ingress_ready = self.shared.ingress_ready.load(std::sync::atomic::Ordering::Relaxed);
-                if ingress_ready && self.shared.snapshot().table.loaded() {
+                if !self.listeners_accept().await {
+                    text(StatusCode::SERVICE_UNAVAILABLE, "client listeners not bound yet\n")
+                } else if ingress_ready && self.shared.snapshot().table.loaded() {
                     text(StatusCode::OK, "ready\n")
                 } else {
                     text(StatusCode::SERVICE_UNAVAILABLE, "routing table not loaded yet\n")
