@@ -309,13 +309,23 @@ async fn admin_and_metrics_reflect_traffic() {
             assert!(row.get(key).is_some(), "{key} missing in {row}");
         }
     }
+    // The logging hook counts a request just after its response went out:
+    // give the last one a moment.
+    let total_200 = |metrics: &str| -> u64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("pinroute_requests_total{") && l.contains("code=\"200\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    let url = p.admin_url("/metrics");
+    let counted = wait_until(Duration::from_secs(5), || {
+        let url = url.clone();
+        async move { total_200(&http_client().get(url).send().await.unwrap().text().await.unwrap()) >= 7 }
+    })
+    .await;
     let metrics = http_client().get(p.admin_url("/metrics")).send().await.unwrap().text().await.unwrap();
-    let total: u64 = metrics
-        .lines()
-        .filter(|l| l.starts_with("pinroute_requests_total{") && l.contains("code=\"200\""))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum();
-    assert!(total >= 7, "requests counted: {total}\n{metrics}");
+    assert!(counted, "requests counted: {}\n{metrics}", total_200(&metrics));
     assert!(metrics.contains("pinroute_cookies_issued_total{reason=\"new\"} 7"), "{metrics}");
     for name in [
         "pinroute_request_duration_seconds_bucket",

@@ -208,3 +208,39 @@ async fn two_releases_on_their_own_paths_with_their_own_auth() {
     assert!(r.headers().get("x-evil").is_none());
     assert_eq!(get_as(&p, "/first-server/api/health", Some(&alice), None).await.status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_update_annotations_keep_the_chart_cookie_sticky() {
+    let mut c = Cluster::new().await;
+    c.release("skypilot", "/", &format!("{ALICE}\n"), 2);
+    // The chart's RollingUpdate annotations (affinity cookie, change on failure, retries).
+    c.kube.update_object(
+        Kind::Ingress,
+        chart_ingress(
+            "skypilot",
+            "/",
+            &[
+                ("affinity", "cookie"),
+                ("session-cookie-name", "SKYPILOT_ROUTEID"),
+                ("affinity-mode", "persistent"),
+                ("session-cookie-change-on-failure", "true"),
+                ("proxy-next-upstream", "http_502 non_idempotent"),
+                ("proxy-next-upstream-tries", "3"),
+            ],
+        ),
+    );
+    let p = c.proxy().await;
+    let alice = basic("alice", "secret");
+    wait_for(&p, "/api/health", &alice, 200).await;
+    let first = get_as(&p, "/api/health", Some(&alice), None).await;
+    let set_cookie = first.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(set_cookie.starts_with("SKYPILOT_ROUTEID=") && set_cookie.contains("Max-Age="), "{set_cookie}");
+    let (cookie, home) = (routeid(&first).unwrap(), served_by(&first));
+    for _ in 0..20 {
+        let r = get_as(&p, "/api/health", Some(&alice), Some(&cookie)).await;
+        assert_eq!((r.status().as_u16(), served_by(&r)), (200, home.clone()));
+    }
+    // proxy-read-timeout 3600: a stream runs unbuffered through the Ingress route.
+    let r = get_as(&p, "/api/stream?lines=3&interval_ms=50", Some(&alice), Some(&cookie)).await;
+    assert_eq!(r.text().await.unwrap().lines().count(), 3);
+}

@@ -2,8 +2,8 @@
 # Side-by-side load harness: pinroute vs HAProxy vs nginx vs direct, all in
 # front of the same backend on 127.0.0.1. See benches/harness/README.md.
 #
-#   benches/harness/run.sh [--quick] [--auth] [--perf] [--contenders LIST]
-#                          [--no-build] [--keep-tmp]
+#   benches/harness/run.sh [--quick] [--auth|--no-auth] [--perf] [--contenders LIST]
+#                          [--workloads LIST] [--no-build] [--keep-tmp]
 #
 # Results: benches/results/latest.{txt,json} (quick.{txt,json} with --quick).
 set -euo pipefail
