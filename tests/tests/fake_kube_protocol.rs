@@ -4,10 +4,9 @@
 
 use std::time::Duration;
 
-use anyhow::{bail, ensure, Context};
-use bytes::BytesMut;
-use futures::StreamExt;
+use anyhow::ensure;
 use pinroute_tests::fake_kube::{FakeKube, FakePod};
+use pinroute_tests::watch_reader::{rv_of, WatchReader as Watch};
 use serde_json::Value;
 
 /// Upper bound for anything a test waits for.
@@ -32,60 +31,6 @@ fn names(list: &Value) -> Vec<String> {
             names.map(str::to_string).collect()
         })
         .unwrap_or_default()
-}
-
-fn rv_of(v: &Value) -> anyhow::Result<u64> {
-    let rv = v["metadata"]["resourceVersion"].as_str().context("no resourceVersion")?;
-    Ok(rv.parse()?)
-}
-
-/// Reads a watch response line by line, every read bounded by [`WAIT`].
-struct Watch {
-    body: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
-    buf: BytesMut,
-}
-
-impl Watch {
-    async fn open(fk: &FakeKube, path_and_query: &str) -> anyhow::Result<Watch> {
-        let resp = tokio::time::timeout(WAIT, reqwest::get(url(fk, path_and_query))).await??;
-        ensure!(resp.status() == 200, "watch status {}", resp.status());
-        let ct = resp.headers().get("content-type").map(|v| v.as_bytes().to_vec());
-        ensure!(ct.as_deref() == Some(&b"application/json"[..]), "content-type {ct:?}");
-        Ok(Watch { body: resp.bytes_stream().boxed(), buf: BytesMut::new() })
-    }
-
-    /// The next event; `Ok(None)` when the stream ended (cleanly or not).
-    async fn next(&mut self) -> anyhow::Result<Option<Value>> {
-        tokio::time::timeout(WAIT, self.next_unbounded()).await.context("no watch event in time")?
-    }
-
-    async fn next_unbounded(&mut self) -> anyhow::Result<Option<Value>> {
-        loop {
-            if let Some(i) = self.buf.iter().position(|b| *b == b'\n') {
-                let line = self.buf.split_to(i + 1);
-                return Ok(Some(serde_json::from_slice(&line)?));
-            }
-            match self.body.next().await {
-                Some(Ok(chunk)) => self.buf.extend_from_slice(&chunk),
-                Some(Err(_)) | None => return Ok(None),
-            }
-        }
-    }
-
-    /// The next event, which must be of `kind`; returns its object.
-    async fn expect(&mut self, kind: &str) -> anyhow::Result<Value> {
-        let Some(ev) = self.next().await? else { bail!("stream ended, wanted {kind}") };
-        ensure!(ev["type"] == kind, "wanted {kind}, got {ev}");
-        Ok(ev["object"].clone())
-    }
-
-    /// Asserts nothing arrives for a short while.
-    async fn expect_quiet(&mut self) -> anyhow::Result<()> {
-        match tokio::time::timeout(Duration::from_millis(300), self.next_unbounded()).await {
-            Err(_) => Ok(()),
-            Ok(ev) => bail!("expected no event, got {:?}", ev?),
-        }
-    }
 }
 
 /// a (app=api, pool=blue), b (app=api), c (app=other) in default; d (app=api) in other.
