@@ -1,5 +1,5 @@
-//! A client for the fake API server's watch streams, shared by its tests:
-//! reads newline-delimited watch events, every read bounded by [`WAIT`].
+//! A client for the fake API server, shared by its tests: plain GETs and
+//! watch streams (newline-delimited events), every wait bounded by [`WAIT`].
 
 use std::time::Duration;
 
@@ -12,6 +12,18 @@ use crate::fake_kube::FakeKube;
 
 /// Longest wait for one watch event.
 pub const WAIT: Duration = Duration::from_secs(5);
+
+/// `http://<fake>{path_and_query}`.
+pub fn url(fk: &FakeKube, path_and_query: &str) -> String {
+    format!("http://{}{path_and_query}", fk.addr())
+}
+
+/// `GET` with a deadline: status code and JSON body.
+pub async fn get_json(fk: &FakeKube, path_and_query: &str) -> anyhow::Result<(u16, Value)> {
+    let resp = tokio::time::timeout(WAIT, reqwest::get(url(fk, path_and_query))).await??;
+    let code = resp.status().as_u16();
+    Ok((code, resp.json().await?))
+}
 
 /// `metadata.resourceVersion` of an object or list, as a number.
 pub fn rv_of(v: &Value) -> anyhow::Result<u64> {
@@ -28,7 +40,7 @@ pub struct WatchReader {
 impl WatchReader {
     /// Opens a watch on the fake at `path_and_query` (status 200, JSON).
     pub async fn open(fk: &FakeKube, path_and_query: &str) -> anyhow::Result<WatchReader> {
-        let resp = tokio::time::timeout(WAIT, reqwest::get(format!("http://{}{path_and_query}", fk.addr()))).await??;
+        let resp = tokio::time::timeout(WAIT, reqwest::get(url(fk, path_and_query))).await??;
         ensure!(resp.status() == 200, "watch status {}", resp.status());
         let ct = resp.headers().get("content-type").map(|v| v.as_bytes().to_vec());
         ensure!(ct.as_deref() == Some(&b"application/json"[..]), "content-type {ct:?}");

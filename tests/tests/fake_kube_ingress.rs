@@ -3,27 +3,12 @@
 //! Services and Secrets listed and watched like Pods, Ingress status written
 //! through its subresource, Events posted and patched.
 
-use std::time::Duration;
-
 use anyhow::Context;
 use pinroute_tests::fake_kube::{FakeKube, FakePod, Kind};
-use pinroute_tests::watch_reader::{rv_of, WatchReader as Watch};
+use pinroute_tests::watch_reader::{get_json, rv_of, url, WatchReader as Watch, WAIT};
 use serde_json::{json, Value};
 
-/// Upper bound for anything a test waits for.
-const WAIT: Duration = Duration::from_secs(5);
-
 const INGRESSES: &str = "/apis/networking.k8s.io/v1/namespaces/skypilot/ingresses";
-
-fn url(fk: &FakeKube, path_and_query: &str) -> String {
-    format!("http://{}{path_and_query}", fk.addr())
-}
-
-async fn get_json(fk: &FakeKube, path_and_query: &str) -> anyhow::Result<(u16, Value)> {
-    let resp = tokio::time::timeout(WAIT, reqwest::get(url(fk, path_and_query))).await??;
-    let code = resp.status().as_u16();
-    Ok((code, resp.json().await?))
-}
 
 /// Sends `body` with `method` and `content_type`; returns the status and JSON answer.
 async fn send(

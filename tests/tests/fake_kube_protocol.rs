@@ -6,21 +6,8 @@ use std::time::Duration;
 
 use anyhow::ensure;
 use pinroute_tests::fake_kube::{FakeKube, FakePod};
-use pinroute_tests::watch_reader::{rv_of, WatchReader as Watch};
+use pinroute_tests::watch_reader::{get_json, rv_of, url, WatchReader as Watch, WAIT};
 use serde_json::Value;
-
-/// Upper bound for anything a test waits for.
-const WAIT: Duration = Duration::from_secs(5);
-
-fn url(fk: &FakeKube, path_and_query: &str) -> String {
-    format!("http://{}{path_and_query}", fk.addr())
-}
-
-async fn get_json(fk: &FakeKube, path_and_query: &str) -> anyhow::Result<(u16, Value)> {
-    let resp = tokio::time::timeout(WAIT, reqwest::get(url(fk, path_and_query))).await??;
-    let code = resp.status().as_u16();
-    Ok((code, resp.json().await?))
-}
 
 /// Names of the items of a PodList, in server order.
 fn names(list: &Value) -> Vec<String> {

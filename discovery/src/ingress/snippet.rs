@@ -102,16 +102,18 @@ fn tokens(text: &str) -> Vec<String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::{is_auth_mode_header, is_token_bypass, tokens};
 
-    const CHART_AUTH_SNIPPET: &str = r#"if ($http_authorization ~ "^Bearer sky_.+") {
+    /// The chart's `auth-snippet`, verbatim.
+    pub(crate) const CHART_AUTH_SNIPPET: &str = r#"if ($http_authorization ~ "^Bearer sky_.+") {
   # Set x_skypilot_auth_mode variable to make sure the request is validated on the API server side.
   set $x_skypilot_auth_mode "token";
   return 200;
 }
 "#;
-    const CHART_CONFIGURATION_SNIPPET: &str = r#"# Set X-Skypilot-Auth-Mode header to the value from the auth request.
+    /// The chart's `configuration-snippet`, verbatim.
+    pub(crate) const CHART_CONFIGURATION_SNIPPET: &str = r#"# Set X-Skypilot-Auth-Mode header to the value from the auth request.
 proxy_set_header X-Skypilot-Auth-Mode $x_skypilot_auth_mode;
 "#;
 

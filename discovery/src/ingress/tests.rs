@@ -12,19 +12,10 @@ use k8s_openapi::ByteString;
 use pinroute_config::{AuthSettings, BackendSource, HtpasswdSource, KubernetesSource, PortRef, RouteConfig};
 use serde_json::{json, Value};
 
+use super::snippet::tests::{CHART_AUTH_SNIPPET, CHART_CONFIGURATION_SNIPPET};
 use super::{translate, IngressInputs, IngressSettings, Translation};
 
 const NS: &str = "skypilot";
-/// The chart's `auth-snippet` and `configuration-snippet`, verbatim.
-const CHART_AUTH_SNIPPET: &str = r#"if ($http_authorization ~ "^Bearer sky_.+") {
-  # Set x_skypilot_auth_mode variable to make sure the request is validated on the API server side.
-  set $x_skypilot_auth_mode "token";
-  return 200;
-}
-"#;
-const CHART_CONFIGURATION_SNIPPET: &str = r#"# Set X-Skypilot-Auth-Mode header to the value from the auth request.
-proxy_set_header X-Skypilot-Auth-Mode $x_skypilot_auth_mode;
-"#;
 const HTPASSWD: &str = "skypilot:$apr1$c1h4rNxt$2NnL7dIDUV0tWsnuNMGSr/";
 
 /// The chart's values that shape its Ingress.
