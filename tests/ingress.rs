@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use base64::Engine;
-use pinroute_tests::client::{backend_state, routeid, served_by};
+use pinroute_tests::client::{routeid, served_by};
 use pinroute_tests::fake_kube::{FakeKube, FakePod, Kind};
 use pinroute_tests::{free_port, http_client, wait_until, BackendProcess, ProxyProcess};
 use serde_json::json;
@@ -143,15 +143,7 @@ async fn chart_basic_auth_ingress_is_served_and_cordon_drains() {
     let (cookie, home) = (routeid(&first).unwrap(), served_by(&first));
     // Cordon the pinned pod: the Service no longer selects it, pinroute drains it.
     c.kube.remove_label(NS, &home, READY.0);
-    let id = format!("{NS}/{home}");
-    assert!(
-        wait_until(Duration::from_secs(10), || {
-            let id = id.clone();
-            let admin = p.admin;
-            async move { backend_state(admin, &id).await.as_deref() == Some("draining") }
-        })
-        .await
-    );
+    p.wait_backend_state(&format!("{NS}/{home}"), "draining").await.unwrap();
     assert_eq!(
         served_by(&get_as(&p, "/api/health", Some(&alice), Some(&cookie)).await),
         home,

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
-use pinroute_tests::client::{backend_state, routeid, served_by};
+use pinroute_tests::client::{routeid, served_by};
 use pinroute_tests::fake_kube::{FakeKube, FakePod};
 use pinroute_tests::{free_port, http_client, wait_until, BackendProcess, ProxyProcess};
 
@@ -66,15 +66,7 @@ async fn get(p: &ProxyProcess, path: &str, cookie: Option<&str>) -> reqwest::Res
 
 /// Waits until the admin table shows `state` for `skypilot/name`; returns how long it took.
 async fn wait_state(p: &ProxyProcess, name: &str, state: &str) -> Duration {
-    let started = Instant::now();
-    let id = format!("{NS}/{name}");
-    let seen = wait_until(Duration::from_secs(10), || {
-        let id = id.clone();
-        async move { backend_state(p.admin, &id).await.as_deref() == Some(state) }
-    })
-    .await;
-    assert!(seen, "{id} never became {state}; log:\n{}", p.log());
-    started.elapsed()
+    p.wait_backend_state(&format!("{NS}/{name}"), state).await.unwrap()
 }
 
 /// A client pinned to a pod: its cookie and the pod's name.

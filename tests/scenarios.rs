@@ -81,13 +81,7 @@ impl Pods {
 }
 
 async fn wait_state(p: &ProxyProcess, id: &str, state: &str) {
-    let ok =
-        wait_until(
-            Duration::from_secs(10),
-            || async move { backend_state(p.admin, id).await.as_deref() == Some(state) },
-        )
-        .await;
-    assert!(ok, "{id} never became {state}");
+    p.wait_backend_state(id, state).await.unwrap();
 }
 
 /// A Deployment's RollingUpdate: v2 added, v1 terminating (its server plays

@@ -233,6 +233,21 @@ impl ProxyProcess {
         Ok(())
     }
 
+    /// Waits up to 10 s until the admin table shows backend `id` in
+    /// `state`; how long that took, or an error carrying the proxy's log.
+    pub async fn wait_backend_state(&self, id: &str, state: &str) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        let admin = self.admin;
+        let seen = wait_until(Duration::from_secs(10), || async move {
+            crate::client::backend_state(admin, id).await.as_deref() == Some(state)
+        })
+        .await;
+        if !seen {
+            bail!("{id} never became {state}; log:\n{}", self.log());
+        }
+        Ok(started.elapsed())
+    }
+
     /// Whether `/readyz` answers 200 right now.
     pub async fn is_ready(&self) -> bool {
         http_client().get(self.admin_url("/readyz")).send().await.map(|r| r.status().is_success()).unwrap_or(false)
