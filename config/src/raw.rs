@@ -132,6 +132,8 @@ pub struct RawRoute {
     pub drain_timeout: Option<String>,
     /// Replay a request a draining backend refused with 503 on a Ready one.
     pub replay_on_draining_503: Option<bool>,
+    /// Redirect plain-HTTP requests to HTTPS.
+    pub https_redirect: Option<bool>,
 }
 
 /// `[route.kubernetes]`.

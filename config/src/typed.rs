@@ -10,7 +10,7 @@ use crate::{parse_size, ConfigError};
 
 mod gateway;
 mod kubernetes;
-pub use gateway::{AuthSettings, BasicAuthSettings, HtpasswdSource, OAuth2Settings, TlsSettings};
+pub use gateway::{AuthSettings, BasicAuthSettings, CertFiles, HtpasswdSource, OAuth2Settings, TlsSettings};
 pub use kubernetes::{KubernetesSource, LabelRequirement, PortRef};
 
 /// A complete, valid configuration.
@@ -205,6 +205,9 @@ pub struct RouteConfig {
     /// Replay once, on a Ready backend, a non-`/api/` request that a
     /// draining backend refused unexecuted with 503 (skypilot's shutdown).
     pub replay_on_draining_503: bool,
+    /// Plain-HTTP requests get a 308 to the HTTPS listener (ingress-nginx's
+    /// `ssl-redirect`); `[server.tls] redirect_http` does it for every route.
+    pub https_redirect: bool,
 }
 
 /// Key-path–aware conversion helpers bound to one origin file.
@@ -256,7 +259,7 @@ impl Config {
     pub fn from_raw(origin: &Path, raw: RawConfig, env_key: Option<String>) -> Result<Config, ConfigError> {
         let check = Check { file: origin };
         let base_dir = origin.parent().unwrap_or(Path::new("."));
-        let server = server_settings(&check, &raw.server, base_dir)?;
+        let server = server_settings(&check, &raw.server, base_dir, raw.ingress.is_some())?;
         let cookie = cookie_settings(&check, &raw.cookie, base_dir, env_key)?;
         let ingress = match &raw.ingress {
             None => None,
@@ -286,6 +289,12 @@ impl Config {
             .map(|(i, r)| route_config(&check, i, r, base_dir, &cookie.name))
             .collect::<Result<Vec<_>, _>>()?;
         for (i, a) in routes.iter().enumerate() {
+            if a.https_redirect && server.tls.is_none() {
+                return Err(check.err(
+                    format!("route[{i}].https_redirect"),
+                    "there is no HTTPS listener to redirect to: add [server.tls] or drop https_redirect",
+                ));
+            }
             if let Some(j) = routes[..i].iter().position(|b| b.prefix == a.prefix && b.host == a.host) {
                 return Err(check.err(
                     format!("route[{i}].prefix"),
@@ -297,7 +306,12 @@ impl Config {
     }
 }
 
-fn server_settings(check: &Check<'_>, raw: &RawServer, base_dir: &Path) -> Result<ServerSettings, ConfigError> {
+fn server_settings(
+    check: &Check<'_>,
+    raw: &RawServer,
+    base_dir: &Path,
+    ingress_mode: bool,
+) -> Result<ServerSettings, ConfigError> {
     let listen_text = raw.listen.clone().unwrap_or_else(|| vec!["0.0.0.0:8080".to_string()]);
     if listen_text.is_empty() {
         return Err(check.err("server.listen", "at least one listen address is needed"));
@@ -326,7 +340,7 @@ fn server_settings(check: &Check<'_>, raw: &RawServer, base_dir: &Path) -> Resul
         pid_file: raw.pid_file.as_ref().map(PathBuf::from).unwrap_or_else(|| tmp.join("pinroute.pid")),
         h2c: raw.h2c.unwrap_or(false),
         work_stealing: raw.work_stealing.unwrap_or(false),
-        tls: raw.tls.as_ref().map(|t| gateway::tls(check, t, base_dir)).transpose()?,
+        tls: raw.tls.as_ref().map(|t| gateway::tls(check, t, base_dir, ingress_mode)).transpose()?,
     })
 }
 
@@ -457,6 +471,7 @@ fn route_config(
         hold_max: raw.hold_max.unwrap_or(1024),
         drain_timeout,
         replay_on_draining_503: raw.replay_on_draining_503.unwrap_or(true),
+        https_redirect: raw.https_redirect.unwrap_or(false),
         host: raw.host.as_ref().map(|h| h.trim().to_ascii_lowercase()).filter(|h| !h.is_empty()),
         strip_prefix: raw.strip_prefix.unwrap_or(false),
         cookie_name: match &raw.cookie_name {

@@ -21,7 +21,8 @@
 //!   oauth2-proxy have no `/api/health`. Passive failures still eject.
 //! - Cookie attributes other than the name (`session-cookie-max-age`, ...)
 //!   are pinroute's `[cookie]` settings, shared by all routes (warning).
-//! - `ssl-redirect` is server-wide in pinroute: [`Translation::ssl_redirect`].
+//! - `ssl-redirect` (on by default when the Ingress has `spec.tls`) and
+//!   `force-ssl-redirect` become the route's `https_redirect`.
 //! - `auth-url: http://$host/...` (the chart's, which loops back through
 //!   ingress-nginx to the oauth2-proxy Ingress) becomes the in-cluster URL of
 //!   the Service that serves that path on the same host.
@@ -143,10 +144,6 @@ pub struct Translation {
     pub warnings: Vec<(String, String)>,
     /// Certificates of the served Ingresses, by namespace and Secret.
     pub tls: Vec<TlsFromSecret>,
-    /// Plain HTTP should be redirected to HTTPS: some served Ingress has TLS
-    /// without `ssl-redirect: "false"`, or has `force-ssl-redirect: "true"`.
-    /// pinroute's redirect is server-wide (`[server.tls] redirect_http`).
-    pub ssl_redirect: bool,
 }
 
 /// Translates the selected Ingresses. Older Ingresses (creationTimestamp,
@@ -232,18 +229,10 @@ fn attempt(inputs: &IngressInputs<'_>, excluded: &[Rejection]) -> (Translation, 
         key(a).cmp(&key(b)).then_with(|| a_id.cmp(b_id))
     });
     (out.routes, out.route_ingresses) = routes.into_iter().unzip();
-    out.ssl_redirect = served
-        .iter()
-        .any(|p| p.annotations.force_ssl_redirect || (p.has_tls && p.annotations.ssl_redirect != Some(false)));
     let mut tls: BTreeMap<(String, String), TlsFromSecret> = BTreeMap::new();
     for plan in &served {
         out.accepted.push(plan.id.clone());
         out.warnings.extend(plan.warnings.iter().map(|w| (plan.id.clone(), w.clone())));
-        if out.ssl_redirect && plan.annotations.ssl_redirect == Some(false) {
-            let message = "ssl-redirect \"false\" is not honoured: pinroute's HTTPS redirect is server-wide \
-                           and another Ingress asks for it";
-            out.warnings.push((plan.id.clone(), message.to_string()));
-        }
         for entry in &plan.tls {
             let merged = tls.entry((entry.namespace.clone(), entry.secret.clone())).or_insert_with(|| entry.clone());
             merged.hosts.extend(entry.hosts.iter().cloned());

@@ -15,7 +15,7 @@ use kube::runtime::watcher::{self, watcher};
 use kube::{Api, Client};
 use serde_json::json;
 
-use crate::ingress::{translate, IngressInputs, IngressSettings, Translation};
+use crate::ingress::{translate, IngressInputs, IngressSettings, TlsFromSecret, Translation};
 use crate::kube_source::ErrorHook;
 use crate::DiscoveryError;
 
@@ -86,7 +86,9 @@ impl IngressSource {
         ]);
         let mut changes = changes.ready_chunks(64).boxed();
         let mut listed = [false; 3];
-        let mut last: Option<String> = None;
+        // What the proxy was last told: routes, rejections and certificates
+        // (compared by content, so a renewed Secret is passed on).
+        let mut last: Option<(String, Vec<TlsFromSecret>)> = None;
         let mut reported = Reported::default();
         while let Some(batch) = changes.next().await {
             for result in &batch {
@@ -109,8 +111,8 @@ impl IngressSource {
             tokio::time::sleep(Duration::from_millis(100)).await;
             let translation = self.translate(&ingresses, &services, &secrets);
             let fingerprint =
-                format!("{:?}|{:?}|{:?}", translation.routes, translation.rejected, translation.ssl_redirect);
-            if last.as_deref() != Some(fingerprint.as_str()) {
+                (format!("{:?}|{:?}", translation.routes, translation.rejected), translation.tls.clone());
+            if last.as_ref() != Some(&fingerprint) {
                 last = Some(fingerprint);
                 self.report(&client, &translation, &mut reported).await;
                 on_change(translation);

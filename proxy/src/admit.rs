@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use pingora::proxy::Session;
+use pinroute_config::TlsSettings;
 
 use crate::affinity::request_id_of;
 use crate::auth::oauth2::{AuthRequest, OAuth2Gate, Verdict};
@@ -120,7 +121,11 @@ pub async fn admit(session: &Session, snapshot: &Snapshot, client: Option<IpAddr
     let header = session.req_header();
     let path = normalize_path(header.uri.path()).map_err(|e| LocalReply::new(400, format!("Bad request: {e}.")))?;
     let host = request_host(header);
-    if let Some(tls) = snapshot.config.server.tls.as_ref().filter(|t| t.redirect_http && !is_tls(session)) {
+    let route = match_route(&snapshot.config, host.as_deref(), &path);
+    let redirect = |tls: &&TlsSettings| {
+        !is_tls(session) && (tls.redirect_http || route.is_some_and(|r| snapshot.config.routes[r].https_redirect))
+    };
+    if let Some(tls) = snapshot.config.server.tls.as_ref().filter(redirect) {
         let port = tls.listen.first().map_or(443, |a| a.port());
         let authority = match (&host, port) {
             (Some(h), 443) => h.clone(),
@@ -130,8 +135,7 @@ pub async fn admit(session: &Session, snapshot: &Snapshot, client: Option<IpAddr
         let target = header.uri.path_and_query().map_or("/", |p| p.as_str());
         return Err(LocalReply::new(308, "Use HTTPS.").with_header("location", format!("https://{authority}{target}")));
     }
-    let route = match_route(&snapshot.config, host.as_deref(), &path)
-        .ok_or_else(|| LocalReply::new(404, "No route serves this path."))?;
+    let route = route.ok_or_else(|| LocalReply::new(404, "No route serves this path."))?;
     let config = &snapshot.config.routes[route];
     let mut admission = Admission { route, ..Admission::default() };
 

@@ -16,6 +16,7 @@ use pinroute_discovery::{
 };
 
 use crate::state::Shared;
+use crate::tls::CertResolver;
 
 /// Longest wait between two attempts to build a client.
 const CREDENTIALS_RETRY_MAX: Duration = Duration::from_secs(30);
@@ -105,12 +106,14 @@ impl BackgroundService for KubeDiscovery {
 #[derive(Debug)]
 pub struct IngressDiscovery {
     shared: Arc<Shared>,
+    /// What the HTTPS listeners serve; `None` without `[server.tls]`.
+    certs: Option<Arc<CertResolver>>,
 }
 
 impl IngressDiscovery {
     /// `None` unless the config has an `[ingress]` table.
-    pub fn for_config(shared: Arc<Shared>) -> Option<IngressDiscovery> {
-        shared.file_config().ingress.is_some().then_some(IngressDiscovery { shared })
+    pub fn for_config(shared: Arc<Shared>, certs: Option<Arc<CertResolver>>) -> Option<IngressDiscovery> {
+        shared.file_config().ingress.is_some().then_some(IngressDiscovery { shared, certs })
     }
 
     async fn run(&self) {
@@ -122,8 +125,33 @@ impl IngressDiscovery {
         // The last routes each Ingress was served with: a rejected update
         // (a hostile snippet, a missing Secret) keeps serving them.
         let last_good: std::sync::Mutex<HashMap<String, Vec<RouteConfig>>> = std::sync::Mutex::new(HashMap::new());
+        let certs = self.certs.clone();
+        let told_no_listener = std::sync::atomic::AtomicBool::new(false);
         let on_change: TranslationHook = Arc::new(move |translation: Translation| {
             let routes = keep_last_good(&last_good, &translation);
+            match &certs {
+                Some(certs) => {
+                    // Names still routed only for a rejected Ingress keep their certificate.
+                    let kept: Vec<String> = routes[translation.routes.len()..]
+                        .iter()
+                        .filter_map(|r| r.host.clone())
+                        .filter(|h| !translation.routes.iter().any(|r| r.host.as_ref() == Some(h)))
+                        .collect();
+                    for error in certs.set_secrets(&translation.tls, &kept) {
+                        tracing::error!(%error, "Ingress TLS certificate unusable; its names keep the previous one");
+                    }
+                }
+                None if !translation.tls.is_empty() || routes.iter().any(|r| r.https_redirect) => {
+                    if !told_no_listener.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                        tracing::warn!(
+                            "Ingresses have spec.tls or ssl-redirect, but pinroute has no HTTPS listener: \
+                             add [server.tls] listen = [\"0.0.0.0:8443\"] (their certificates then come from \
+                             the Secrets); until then they are served over plain HTTP only"
+                        );
+                    }
+                }
+                None => {}
+            }
             for rejection in &translation.rejected {
                 tracing::warn!(ingress = %rejection.ingress, reason = %rejection.reason, "Ingress rejected; its previous routes keep serving where they were valid");
             }

@@ -22,7 +22,7 @@ use crate::metrics::Metrics;
 use crate::reload::Reloader;
 use crate::service::Pinroute;
 use crate::state::Shared;
-use crate::tls::{listener_settings, ReloadingCert};
+use crate::tls::{listener_settings, CertResolver, ReloadingCert};
 
 /// How a run starts.
 #[derive(Debug, Clone, Default)]
@@ -86,14 +86,18 @@ pub fn run_with_state(config: Arc<Config>, shared: Arc<Shared>, options: RunOpti
     for addr in &config.server.listen {
         proxy.add_tcp(&addr.to_string());
     }
-    let cert = match &config.server.tls {
+    let certs = match &config.server.tls {
         None => None,
         Some(tls) => {
-            let cert = ReloadingCert::load(&tls.cert_file, &tls.key_file).context("[server.tls]")?;
+            let file = match &tls.default_cert {
+                None => None,
+                Some(files) => Some(ReloadingCert::load(&files.cert_file, &files.key_file).context("[server.tls]")?),
+            };
+            let certs = CertResolver::new(file);
             for addr in &tls.listen {
-                proxy.add_tls_with_settings(&addr.to_string(), None, listener_settings(cert.clone())?);
+                proxy.add_tls_with_settings(&addr.to_string(), None, listener_settings(certs.clone())?);
             }
-            Some(cert)
+            Some(certs)
         }
     };
     if config.server.h2c {
@@ -112,11 +116,11 @@ pub fn run_with_state(config: Arc<Config>, shared: Arc<Shared>, options: RunOpti
     if let Some(path) = options.config_path.clone() {
         server.add_service(background_service(
             "config reload",
-            Reloader::new(shared.clone(), path, options.env_key.clone(), cert),
+            Reloader::new(shared.clone(), path, options.env_key.clone(), certs.as_ref().and_then(|c| c.file().cloned())),
         ));
     }
     server.add_service(background_service("kubernetes discovery", KubeDiscovery::new(shared.clone())));
-    if let Some(ingress) = IngressDiscovery::for_config(shared.clone()) {
+    if let Some(ingress) = IngressDiscovery::for_config(shared.clone(), certs) {
         server.add_service(background_service("ingress discovery", ingress));
     }
     server.add_service(background_service("health checks", HealthChecker::new(shared.clone())));

@@ -17,7 +17,11 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use pingora::listeners::tls::TlsSettings;
 use pingora::tls::sign::CertifiedKey;
-use pingora::tls::{CertificateDer, ClientHello, CryptoProvider, PrivateKeyDer, ResolvesServerCert, RusTlsError};
+use pingora::tls::{CertificateDer, CryptoProvider, PrivateKeyDer, RusTlsError};
+
+mod resolver;
+
+pub use resolver::CertResolver;
 
 /// Why a certificate/key pair could not be (re)loaded. Each names the file.
 #[derive(Debug, thiserror::Error)]
@@ -32,65 +36,64 @@ pub enum TlsError {
         source: io::Error,
     },
     /// The file is not well-formed PEM.
-    #[error("{}: {reason}", path.display())]
+    #[error("{origin}: {reason}")]
     Pem {
-        /// The file.
-        path: PathBuf,
+        /// The file, or the Secret and key, the PEM came from.
+        origin: String,
         /// What is malformed.
         reason: String,
     },
     /// No `CERTIFICATE` block in the certificate file.
-    #[error("{}: no certificate (expected a PEM `-----BEGIN CERTIFICATE-----` block)", path.display())]
+    #[error("{origin}: no certificate (expected a PEM `-----BEGIN CERTIFICATE-----` block)")]
     NoCertificate {
-        /// The file.
-        path: PathBuf,
+        /// The file, or the Secret and key, the PEM came from.
+        origin: String,
     },
     /// No private key block in the key file.
     #[error(
-        "{}: no private key (expected a PEM `PRIVATE KEY`, `RSA PRIVATE KEY` or `EC PRIVATE KEY` block)",
-        path.display()
+        "{origin}: no private key (expected a PEM `PRIVATE KEY`, `RSA PRIVATE KEY` or `EC PRIVATE KEY` block)"
     )]
     NoKey {
-        /// The file.
-        path: PathBuf,
+        /// The file, or the Secret and key, the PEM came from.
+        origin: String,
     },
     /// More than one private key: which one the certificate belongs to is a guess.
-    #[error("{}: {count} private keys; give exactly one", path.display())]
+    #[error("{origin}: {count} private keys; give exactly one")]
     SeveralKeys {
-        /// The file.
-        path: PathBuf,
+        /// The file, or the Secret and key, the PEM came from.
+        origin: String,
         /// How many were found.
         count: usize,
     },
     /// A password-protected key; the proxy has no password to give.
-    #[error("{}: the private key is encrypted; decrypt it (`openssl pkey -in KEY -out PLAIN`)", path.display())]
+    #[error("{origin}: the private key is encrypted; decrypt it (`openssl pkey -in KEY -out PLAIN`)")]
     EncryptedKey {
-        /// The file.
-        path: PathBuf,
+        /// The file, or the Secret and key, the PEM came from.
+        origin: String,
     },
     /// rustls cannot use the key (unknown algorithm, corrupt DER).
-    #[error("{}: unusable private key: {reason}", path.display())]
+    #[error("{origin}: unusable private key: {reason}")]
     Key {
-        /// The file.
-        path: PathBuf,
+        /// The file, or the Secret and key, the PEM came from.
+        origin: String,
         /// rustls' complaint.
         reason: String,
     },
     /// The first certificate cannot be parsed.
-    #[error("{}: unusable certificate: {reason}", path.display())]
+    #[error("{origin}: unusable certificate: {reason}")]
     Certificate {
-        /// The file.
-        path: PathBuf,
+        /// The file, or the Secret and key, the PEM came from.
+        origin: String,
         /// rustls' complaint.
         reason: String,
     },
     /// The key is not the one the (first) certificate was issued for.
-    #[error("the private key {} does not match the certificate {}", key.display(), cert.display())]
+    #[error("the private key {key} does not match the certificate {cert}")]
     KeyMismatch {
-        /// The certificate file.
-        cert: PathBuf,
-        /// The key file.
-        key: PathBuf,
+        /// Where the certificate came from.
+        cert: String,
+        /// Where the key came from.
+        key: String,
     },
     /// pingora's TLS settings could not be created.
     #[error("cannot set up the TLS listener: {0}")]
@@ -169,20 +172,13 @@ impl fmt::Debug for ReloadingCert {
     }
 }
 
-impl ResolvesServerCert for ReloadingCert {
-    /// One certificate for every name: the listener serves one host.
-    fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.current.load_full())
-    }
-}
-
-/// TLS settings for an HTTPS listener serving `cert`, offering HTTP/2 and
+/// TLS settings for an HTTPS listener serving `certs`, offering HTTP/2 and
 /// HTTP/1.1 (WebSocket upgrades need 1.1; clients that want them offer only 1.1).
-pub fn listener_settings(cert: Arc<ReloadingCert>) -> Result<TlsSettings, TlsError> {
+pub fn listener_settings(certs: Arc<CertResolver>) -> Result<TlsSettings, TlsError> {
     // pingora reads these paths only when no resolver is installed
     // (`TlsSettings::build`), so empty ones are never opened.
     let mut settings = TlsSettings::intermediate("", "").map_err(|e| TlsError::Listener(e.to_string()))?;
-    settings.set_cert_resolver(cert);
+    settings.set_cert_resolver(certs);
     settings.enable_h2();
     Ok(settings)
 }
@@ -193,15 +189,34 @@ fn stamp(path: &Path) -> Result<FileStamp, TlsError> {
 }
 
 fn load_certified_key(cert_path: &Path, key_path: &Path) -> Result<CertifiedKey, TlsError> {
-    let chain: Vec<CertificateDer<'static>> = read_pem(cert_path)?
+    let read = |path: &Path| std::fs::read(path).map_err(|source| TlsError::Read { path: path.to_owned(), source });
+    let (cert_pem, key_pem) = (read(cert_path)?, read(key_path)?);
+    certified_key(
+        Pem { origin: cert_path.display().to_string(), bytes: &cert_pem },
+        Pem { origin: key_path.display().to_string(), bytes: &key_pem },
+    )
+}
+
+/// PEM text and where it came from (a file, a Secret's `tls.crt`), for errors.
+pub struct Pem<'a> {
+    /// Named in every error about it.
+    pub origin: String,
+    /// The text.
+    pub bytes: &'a [u8],
+}
+
+/// A certificate chain (leaf first) and its private key, checked to belong
+/// together, ready for rustls.
+pub fn certified_key(cert: Pem<'_>, key: Pem<'_>) -> Result<CertifiedKey, TlsError> {
+    let chain: Vec<CertificateDer<'static>> = parse_pem(&cert)?
         .into_iter()
         .filter(|block| block.label == "CERTIFICATE")
         .map(|block| CertificateDer::from(block.der))
         .collect();
     if chain.is_empty() {
-        return Err(TlsError::NoCertificate { path: cert_path.to_owned() });
+        return Err(TlsError::NoCertificate { origin: cert.origin });
     }
-    let key = private_key(key_path)?;
+    let private = private_key(&key)?;
     // The same provider `TlsSettings::build` installs, so the key is signed
     // with what the handshake negotiates. Installing twice is a no-op.
     pingora::tls::install_default_crypto_provider();
@@ -209,8 +224,8 @@ fn load_certified_key(cert_path: &Path, key_path: &Path) -> Result<CertifiedKey,
         .ok_or_else(|| TlsError::Listener("no rustls crypto provider is installed".to_owned()))?;
     let signing_key = provider
         .key_provider
-        .load_private_key(key)
-        .map_err(|e| TlsError::Key { path: key_path.to_owned(), reason: e.to_string() })?;
+        .load_private_key(private)
+        .map_err(|e| TlsError::Key { origin: key.origin.clone(), reason: e.to_string() })?;
     // A key that cannot name its public half cannot be compared; rustls
     // then accepts it too (`CertifiedKey::from_der`).
     let comparable = signing_key.public_key().is_some();
@@ -218,32 +233,32 @@ fn load_certified_key(cert_path: &Path, key_path: &Path) -> Result<CertifiedKey,
     match certified.keys_match() {
         Ok(()) => Ok(certified),
         Err(RusTlsError::InconsistentKeys(_)) if comparable => {
-            Err(TlsError::KeyMismatch { cert: cert_path.to_owned(), key: key_path.to_owned() })
+            Err(TlsError::KeyMismatch { cert: cert.origin, key: key.origin })
         }
         Err(RusTlsError::InconsistentKeys(_)) => Ok(certified),
-        Err(e) => Err(TlsError::Certificate { path: cert_path.to_owned(), reason: e.to_string() }),
+        Err(e) => Err(TlsError::Certificate { origin: cert.origin, reason: e.to_string() }),
     }
 }
 
-fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let blocks = read_pem(path)?;
+fn private_key(pem: &Pem<'_>) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let origin = || pem.origin.clone();
+    let blocks = parse_pem(pem)?;
     if blocks.iter().any(|b| b.label == "ENCRYPTED PRIVATE KEY" || b.encrypted) {
-        return Err(TlsError::EncryptedKey { path: path.to_owned() });
+        return Err(TlsError::EncryptedKey { origin: origin() });
     }
     let mut keys: Vec<_> = blocks
         .into_iter()
         .filter(|b| matches!(b.label.as_str(), "PRIVATE KEY" | "RSA PRIVATE KEY" | "EC PRIVATE KEY"))
         .collect();
     match keys.len() {
-        0 => Err(TlsError::NoKey { path: path.to_owned() }),
+        0 => Err(TlsError::NoKey { origin: origin() }),
         1 => {
             let der = keys.remove(0).der;
             // The DER says which of PKCS#8, PKCS#1 and SEC1 it is; trusting it
             // over the label also accepts keys mislabelled by old tools.
-            PrivateKeyDer::try_from(der)
-                .map_err(|reason| TlsError::Key { path: path.to_owned(), reason: reason.to_owned() })
+            PrivateKeyDer::try_from(der).map_err(|reason| TlsError::Key { origin: origin(), reason: reason.to_owned() })
         }
-        count => Err(TlsError::SeveralKeys { path: path.to_owned(), count }),
+        count => Err(TlsError::SeveralKeys { origin: origin(), count }),
     }
 }
 
@@ -259,10 +274,9 @@ struct PemBlock {
 /// RFC 7468 PEM, leniently: text around blocks is ignored (OpenSSL writes
 /// `Bag Attributes` and `subject=` lines) and so are blocks of other labels
 /// (`EC PARAMETERS`). rustls' own parser is not re-exported by pingora.
-fn read_pem(path: &Path) -> Result<Vec<PemBlock>, TlsError> {
-    let bytes = std::fs::read(path).map_err(|source| TlsError::Read { path: path.to_owned(), source })?;
-    let pem_error = |reason: String| TlsError::Pem { path: path.to_owned(), reason };
-    let text = String::from_utf8(bytes)
+fn parse_pem(pem: &Pem<'_>) -> Result<Vec<PemBlock>, TlsError> {
+    let pem_error = |reason: String| TlsError::Pem { origin: pem.origin.clone(), reason };
+    let text = std::str::from_utf8(pem.bytes)
         .map_err(|_| pem_error("not PEM text (a DER file? convert it with `openssl x509 -inform der`)".to_owned()))?;
     let mut blocks = Vec::new();
     let mut lines = text.lines().enumerate();
@@ -296,7 +310,7 @@ fn read_pem(path: &Path) -> Result<Vec<PemBlock>, TlsError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::fs;
     use std::process::Command;
@@ -306,17 +320,17 @@ mod tests {
     use pingora::tls::{ClientConfig, RootCertStore, ServerName, TlsConnector};
 
     /// A scratch directory for one test, removed at its end.
-    struct Scratch(PathBuf);
+    pub(crate) struct Scratch(PathBuf);
 
     impl Scratch {
-        fn new(test: &str) -> Scratch {
+        pub(crate) fn new(test: &str) -> Scratch {
             let dir = std::env::temp_dir().join(format!("pinroute-tls-{}-{test}", std::process::id()));
             let _ = fs::remove_dir_all(&dir);
             fs::create_dir_all(&dir).unwrap();
             Scratch(dir)
         }
 
-        fn path(&self, name: &str) -> PathBuf {
+        pub(crate) fn path(&self, name: &str) -> PathBuf {
             self.0.join(name)
         }
 
@@ -327,7 +341,7 @@ mod tests {
 
         /// `name.crt` + `name.key`: a self-signed P-256 leaf for localhost
         /// (CA:FALSE, so webpki accepts it as its own trust anchor).
-        fn pair(&self, name: &str) -> (PathBuf, PathBuf) {
+        pub(crate) fn pair(&self, name: &str) -> (PathBuf, PathBuf) {
             let (crt, key) = (format!("{name}.crt"), format!("{name}.key"));
             self.openssl(&[
                 "req",
@@ -354,7 +368,7 @@ mod tests {
         }
 
         /// The DER of a PEM certificate, as OpenSSL (not our parser) reads it.
-        fn der(&self, cert: &Path) -> Vec<u8> {
+        pub(crate) fn der(&self, cert: &Path) -> Vec<u8> {
             let out =
                 Command::new("openssl").arg("x509").arg("-in").arg(cert).args(["-outform", "der"]).output().unwrap();
             assert!(out.status.success());
@@ -417,13 +431,13 @@ mod tests {
 
         replace(&crt, b"-----BEGIN CERTIFICATE-----\nnot*base64\n-----END CERTIFICATE-----\n");
         let err = cert.reload_if_changed().unwrap_err();
-        assert!(matches!(&err, TlsError::Pem { path, .. } if *path == crt), "{err}");
+        assert!(matches!(&err, TlsError::Pem { origin, .. } if *origin == crt.display().to_string()), "{err}");
         assert!(err.to_string().contains(&crt.display().to_string()), "{err}");
         assert_eq!(served(&cert), before);
         assert!(!cert.reload_if_changed().unwrap(), "the same broken file is reported once");
 
         replace(&crt, &fs::read(&key).unwrap());
-        assert!(matches!(cert.reload_if_changed(), Err(TlsError::NoCertificate { path }) if path == crt));
+        assert!(matches!(cert.reload_if_changed(), Err(TlsError::NoCertificate { origin }) if origin == crt.display().to_string()));
         replace(&crt, &good[..good.len() / 2]);
         assert!(matches!(cert.reload_if_changed(), Err(TlsError::Pem { .. })));
         fs::remove_file(&crt).unwrap();
@@ -441,7 +455,7 @@ mod tests {
         let (crt, key) = scratch.pair("live");
         let (crt2, key2) = scratch.pair("renewed");
         let err = ReloadingCert::load(&crt, &key2).unwrap_err();
-        assert!(matches!(&err, TlsError::KeyMismatch { cert, key } if *cert == crt && *key == key2), "{err}");
+        assert!(matches!(&err, TlsError::KeyMismatch { cert, key } if *cert == crt.display().to_string() && *key == key2.display().to_string()), "{err}");
         let message = err.to_string();
         assert!(message.contains("live.crt") && message.contains("renewed.key"), "{message}");
 
@@ -483,7 +497,7 @@ mod tests {
         let err = ReloadingCert::load(&crt, &scratch.path("both.key")).unwrap_err();
         assert!(matches!(err, TlsError::SeveralKeys { count: 2, .. }), "{err}");
         let err = ReloadingCert::load(&crt, &crt).unwrap_err();
-        assert!(matches!(&err, TlsError::NoKey { path } if *path == crt), "{err}");
+        assert!(matches!(&err, TlsError::NoKey { origin } if *origin == crt.display().to_string()), "{err}");
         fs::write(scratch.path("ec.der"), scratch.der(&crt)).unwrap();
         let err = ReloadingCert::load(&scratch.path("ec.der"), &scratch.path("ec.key")).unwrap_err();
         assert!(err.to_string().contains("not PEM text"), "{err}");
@@ -513,7 +527,7 @@ mod tests {
         let (crt2, key2) = scratch.pair("renewed");
         let (der1, der2) = (scratch.der(&crt), scratch.der(&crt2));
         let cert = ReloadingCert::load(&crt, &key).unwrap();
-        let acceptor = listener_settings(Arc::clone(&cert)).unwrap().build().acceptor;
+        let acceptor = listener_settings(CertResolver::new(Some(Arc::clone(&cert)))).unwrap().build().acceptor;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {

@@ -13,12 +13,20 @@ use crate::ConfigError;
 pub struct TlsSettings {
     /// HTTPS listeners.
     pub listen: Vec<SocketAddr>,
-    /// PEM certificate chain (reloaded when it changes).
-    pub cert_file: PathBuf,
-    /// PEM private key (reloaded when it changes).
-    pub key_file: PathBuf,
+    /// The certificate from files, served for every name that no Ingress
+    /// `spec.tls` Secret covers. `None` only in ingress mode.
+    pub default_cert: Option<CertFiles>,
     /// Plain-HTTP requests get a 308 to HTTPS.
     pub redirect_http: bool,
+}
+
+/// `cert_file` and `key_file` of `[server.tls]`, re-read when they change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertFiles {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// PEM private key.
+    pub key_file: PathBuf,
 }
 
 /// Where htpasswd lines come from.
@@ -67,7 +75,14 @@ pub struct AuthSettings {
     pub oauth2: Option<OAuth2Settings>,
 }
 
-pub(super) fn tls(check: &Check<'_>, raw: &RawTls, base_dir: &Path) -> Result<TlsSettings, ConfigError> {
+/// `[server.tls]`. `ingress_mode`: Ingress Secrets may supply every
+/// certificate, so the files are optional.
+pub(super) fn tls(
+    check: &Check<'_>,
+    raw: &RawTls,
+    base_dir: &Path,
+    ingress_mode: bool,
+) -> Result<TlsSettings, ConfigError> {
     let listen_text = raw.listen.clone().unwrap_or_else(|| vec!["0.0.0.0:8443".to_string()]);
     let listen = listen_text
         .iter()
@@ -75,20 +90,22 @@ pub(super) fn tls(check: &Check<'_>, raw: &RawTls, base_dir: &Path) -> Result<Tl
         .map(|(i, t)| check.socket(&format!("server.tls.listen[{i}]"), t))
         .collect::<Result<Vec<_>, _>>()?;
     let file = |key: &str, value: &Option<String>| -> Result<PathBuf, ConfigError> {
-        let value =
-            value.as_ref().ok_or_else(|| check.err(format!("server.tls.{key}"), "missing: give a PEM file path"))?;
+        let value = value.as_ref().ok_or_else(|| {
+            let also = if ingress_mode { " (or neither: Ingress spec.tls Secrets then supply every certificate)" } else { "" };
+            check.err(format!("server.tls.{key}"), format!("missing: give a PEM file path{also}"))
+        })?;
         let path = base_dir.join(value);
         if !path.is_file() {
             return Err(check.err(format!("server.tls.{key}"), format!("{} is not a readable file", path.display())));
         }
         Ok(path)
     };
-    Ok(TlsSettings {
-        listen,
-        cert_file: file("cert_file", &raw.cert_file)?,
-        key_file: file("key_file", &raw.key_file)?,
-        redirect_http: raw.redirect_http.unwrap_or(false),
-    })
+    let default_cert = if ingress_mode && raw.cert_file.is_none() && raw.key_file.is_none() {
+        None
+    } else {
+        Some(CertFiles { cert_file: file("cert_file", &raw.cert_file)?, key_file: file("key_file", &raw.key_file)? })
+    };
+    Ok(TlsSettings { listen, default_cert, redirect_http: raw.redirect_http.unwrap_or(false) })
 }
 
 pub(super) fn auth(

@@ -84,6 +84,33 @@ fn errors_name_file_key_and_fix() {
 }
 
 #[test]
+fn tls_files_are_optional_only_in_ingress_mode() {
+    let route = "[[route]]\nbackends=[\"127.0.0.1:1\"]\n";
+    let err = parse(&format!("[server.tls]\nlisten = [\"127.0.0.1:8443\"]\n{route}")).unwrap_err().to_string();
+    assert!(err.contains("key `server.tls.cert_file`") && err.contains("give a PEM file path"), "{err}");
+    assert!(!err.contains("Ingress"), "no [ingress]: Secrets are no way out here: {err}");
+
+    let ingress = "[ingress]\nclass = \"pinroute\"\n";
+    let config = parse(&format!("[server.tls]\nlisten = [\"127.0.0.1:8443\"]\n{ingress}")).unwrap();
+    let tls = config.server.tls.unwrap();
+    assert_eq!((tls.default_cert, tls.redirect_http), (None, false));
+    // One file without the other is a mistake in either mode.
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+    let err = parse(&format!("[server.tls]\ncert_file = {file:?}\n{ingress}")).unwrap_err().to_string();
+    assert!(err.contains("key `server.tls.key_file`") && err.contains("spec.tls Secrets"), "{err}");
+}
+
+#[test]
+fn https_redirect_needs_an_https_listener() {
+    let err = parse("[[route]]\nbackends=[\"127.0.0.1:1\"]\nhttps_redirect = true\n").unwrap_err().to_string();
+    assert!(err.contains("key `route[0].https_redirect`") && err.contains("add [server.tls]"), "{err}");
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+    let tls = format!("[server.tls]\ncert_file = {file:?}\nkey_file = {file:?}\n");
+    let ok = parse(&format!("{tls}[[route]]\nbackends=[\"127.0.0.1:1\"]\nhttps_redirect = true\n")).unwrap();
+    assert!(ok.routes[0].https_redirect);
+}
+
+#[test]
 fn unknown_keys_are_rejected_with_their_name() {
     let err = parse("[server]\nlisten_on = [\"0.0.0.0:1\"]\n").unwrap_err().to_string();
     assert!(err.contains("listen_on"), "{err}");

@@ -31,6 +31,8 @@ pub(super) struct PodTarget {
     pub service: String,
     /// The Service port the Ingress named.
     pub service_port: u16,
+    /// `spec.clusterIP`, unless the Service is headless (`None`) or has none yet.
+    pub cluster_ip: Option<String>,
     /// `k=v,k2=v2`, sorted, without the readiness label.
     pub selector: String,
     /// `key=value` whose absence makes a pod Draining.
@@ -118,6 +120,7 @@ pub(super) fn pod_target(
         namespace: namespace.to_string(),
         service: wanted.name.clone(),
         service_port,
+        cluster_ip: spec.cluster_ip.clone().filter(|ip| !ip.is_empty() && ip != "None"),
         selector: terms.join(","),
         ready_label,
         port: target,

@@ -18,8 +18,13 @@ pub(super) fn build_routes(plan: &Plan, everywhere: &[&PlannedRoute]) -> Result<
     let config = Config::from_raw(Path::new(&origin), RawConfig { routes: raw, ..RawConfig::default() }, None)
         .map_err(|e| describe(&e, plan))?;
     let mut routes = config.routes;
+    // ingress-nginx redirects an Ingress with TLS unless told not to. Set
+    // after validation: the file check wants a [server.tls] in this config.
+    let a = &plan.annotations;
+    let https_redirect = a.force_ssl_redirect || (plan.has_tls && a.ssl_redirect != Some(false));
     for route in &mut routes {
         route.health.path = None;
+        route.https_redirect = https_redirect;
     }
     Ok(routes)
 }
@@ -87,8 +92,9 @@ fn raw_route(plan: &Plan, route: &PlannedRoute, everywhere: &[&PlannedRoute]) ->
 /// `http://$host/oauth2/auth` (the chart's) goes back through the controller
 /// to whatever Ingress serves `/oauth2/auth` on the request's host — the
 /// chart's oauth2-proxy Ingress. pinroute asks that Ingress's Service
-/// directly, by its cluster DNS name and Service port, over plain HTTP (the
-/// `https` of `use-https` was the controller's own TLS).
+/// directly, over plain HTTP (the `https` of `use-https` was the
+/// controller's own TLS): at its ClusterIP and Service port, so no request
+/// waits on cluster DNS, or by its DNS name when the Service is headless.
 fn resolve_auth_url(url: &str, route: &PlannedRoute, everywhere: &[&PlannedRoute]) -> Result<String, String> {
     if !url.contains('$') {
         return Ok(url.to_string());
@@ -128,7 +134,12 @@ fn resolve_auth_url(url: &str, route: &PlannedRoute, everywhere: &[&PlannedRoute
         _ => path,
     };
     let t = &target.target;
-    Ok(format!("http://{}.{}.svc:{}{forwarded}{query}", t.service, t.namespace, t.service_port))
+    let host = match &t.cluster_ip {
+        Some(ip) if ip.contains(':') => format!("[{ip}]"),
+        Some(ip) => ip.clone(),
+        None => format!("{}.{}.svc", t.service, t.namespace),
+    };
+    Ok(format!("http://{host}:{}{forwarded}{query}", t.service_port))
 }
 
 /// Whole-segment prefix match, as the proxy matches routes.

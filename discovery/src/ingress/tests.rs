@@ -199,7 +199,8 @@ fn basic_auth_at_the_root() {
     assert_eq!(route.cookie_name, "SKYPILOT_ROUTEID");
     assert_eq!(route.health.path, None);
     assert!(route.replay_on_draining_503);
-    assert!(t.unknown_annotations.is_empty() && t.warnings.is_empty() && t.tls.is_empty() && !t.ssl_redirect);
+    assert!(t.unknown_annotations.is_empty() && t.warnings.is_empty() && t.tls.is_empty());
+    assert!(!route.https_redirect);
 }
 
 #[test]
@@ -258,6 +259,7 @@ fn oauth2_with_token_bypass_and_the_adopted_oauth2_proxy_ingress() {
     assert!(api.auth.basic.is_none());
     let oauth2 = api.auth.oauth2.as_ref().unwrap();
     // `http://$host/oauth2/auth` looped through ingress-nginx to the oauth2-proxy Ingress.
+    // The Service has no ClusterIP here (as rendered): its DNS name.
     assert_eq!(oauth2.auth_url, "http://skypilot-oauth2-proxy.skypilot.svc:4180/oauth2/auth");
     assert_eq!(oauth2.signin_url.as_deref(), Some("http://$host/oauth2/start?rd=$escaped_request_uri"));
     assert_eq!(oauth2.response_headers, ["x-auth-request-email", "x-skypilot-auth"]);
@@ -272,8 +274,21 @@ fn oauth2_with_token_bypass_and_the_adopted_oauth2_proxy_ingress() {
     assert_eq!(rejection.ingress, "skypilot/skypilot-ingress");
     assert!(rejection.reason.contains("auth-url") && rejection.reason.contains("/oauth2/auth"), "{}", rejection.reason);
     // Adoption is per namespace too.
-    let elsewhere = IngressSettings { adopt_namespaces: vec!["other".to_string()], ..settings };
+    let elsewhere = IngressSettings { adopt_namespaces: vec!["other".to_string()], ..settings.clone() };
     assert_eq!(run(&ingresses, &services, &[], &elsewhere).accepted, Vec::<String>::new());
+
+    // Once the API server assigned a ClusterIP, the sub-request goes there:
+    // no cluster DNS lookup on the request path. Headless keeps the name.
+    let with_ip = |ip: &str| {
+        let mut oauth2 = chart_oauth2_service("skypilot");
+        oauth2.spec.as_mut().unwrap().cluster_ip = Some(ip.to_string());
+        let services = [chart_api_service("skypilot"), oauth2];
+        let t = run(&ingresses, &services, &[], &settings);
+        t.routes[1].auth.oauth2.as_ref().unwrap().auth_url.clone()
+    };
+    assert_eq!(with_ip("10.96.0.17"), "http://10.96.0.17:4180/oauth2/auth");
+    assert_eq!(with_ip("fd00::17"), "http://[fd00::17]:4180/oauth2/auth");
+    assert_eq!(with_ip("None"), "http://skypilot-oauth2-proxy.skypilot.svc:4180/oauth2/auth");
 }
 
 #[test]
@@ -488,7 +503,7 @@ fn tls_secrets_and_redirect() {
     ingress.spec.as_mut().unwrap().tls =
         Some(from_json(json!([{"hosts": ["SKY.example.com"], "secretName": "sky-tls"}, {"secretName": "gone"}])));
     let t = run(std::slice::from_ref(&ingress), &services, &secrets, &IngressSettings::default());
-    assert!(t.ssl_redirect, "TLS without ssl-redirect false redirects");
+    assert!(t.routes[0].https_redirect, "TLS without ssl-redirect false redirects");
     let [gone, sky] = t.tls.as_slice() else { panic!("{t:?}") };
     assert_eq!((sky.secret.as_str(), sky.hosts.as_slice()), ("sky-tls", &["sky.example.com".to_string()][..]));
     assert_eq!((sky.cert_pem.as_deref(), sky.key_pem.as_deref()), (Some(&b"CERT"[..]), Some(&b"KEY"[..])));
@@ -496,8 +511,13 @@ fn tls_secrets_and_redirect() {
     assert!(t.warnings.iter().any(|(_, w)| w.contains("TLS Secret skypilot/gone not found")));
     assert!(!format!("{sky:?}").contains("KEY"), "the key is never printed");
 
-    let off = with_annotation(ingress, "nginx.ingress.kubernetes.io/ssl-redirect", "false");
-    assert!(!run(&[off], &services, &secrets, &IngressSettings::default()).ssl_redirect);
+    let off = with_annotation(ingress.clone(), "nginx.ingress.kubernetes.io/ssl-redirect", "false");
+    assert!(!run(&[off], &services, &secrets, &IngressSettings::default()).routes[0].https_redirect);
+    // Without spec.tls only force-ssl-redirect redirects.
+    ingress.spec.as_mut().unwrap().tls = None;
+    assert!(!run(std::slice::from_ref(&ingress), &services, &secrets, &IngressSettings::default()).routes[0].https_redirect);
+    let forced = with_annotation(ingress, "nginx.ingress.kubernetes.io/force-ssl-redirect", "true");
+    assert!(run(&[forced], &services, &secrets, &IngressSettings::default()).routes[0].https_redirect);
 }
 
 #[test]
