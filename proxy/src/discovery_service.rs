@@ -141,14 +141,14 @@ impl IngressDiscovery {
                         tracing::error!(%error, "Ingress TLS certificate unusable; its names keep the previous one");
                     }
                 }
-                None if !translation.tls.is_empty() || routes.iter().any(|r| r.https_redirect) => {
-                    if !told_no_listener.swap(true, std::sync::atomic::Ordering::Relaxed) {
-                        tracing::warn!(
-                            "Ingresses have spec.tls or ssl-redirect, but pinroute has no HTTPS listener: \
-                             add [server.tls] listen = [\"0.0.0.0:8443\"] (their certificates then come from \
-                             the Secrets); until then they are served over plain HTTP only"
-                        );
-                    }
+                None if (!translation.tls.is_empty() || routes.iter().any(|r| r.https_redirect))
+                    && !told_no_listener.swap(true, std::sync::atomic::Ordering::Relaxed) =>
+                {
+                    tracing::warn!(
+                        "Ingresses have spec.tls or ssl-redirect, but pinroute has no HTTPS listener: \
+                         add [server.tls] listen = [\"0.0.0.0:8443\"] (their certificates then come from \
+                         the Secrets); until then they are served over plain HTTP only"
+                    );
                 }
                 None => {}
             }
