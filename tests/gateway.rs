@@ -8,6 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use base64::Engine;
+use pinroute_tests::certs::{make_cert, tls_client, LOCALHOST};
 use pinroute_tests::client::{routeid, served_by};
 use pinroute_tests::{http_client, wait_until, BackendProcess, ProxyProcess};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -325,70 +326,11 @@ timeout = "1s"
     );
 }
 
-/// A test CA and a leaf certificate for localhost / 127.0.0.1 signed by it,
-/// made with the openssl CLI: (ca cert, leaf cert, leaf key).
-fn make_cert(dir: &Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
-    let path = |suffix: &str| dir.join(format!("{name}.{suffix}"));
-    let run = |args: &[&str]| {
-        let status =
-            std::process::Command::new("openssl").args(args).stderr(std::process::Stdio::null()).status().unwrap();
-        assert!(status.success(), "openssl {args:?} failed");
-    };
-    let s = |p: &std::path::PathBuf| p.to_string_lossy().into_owned();
-    let (ca_key, ca_crt, key, csr, crt, ext) =
-        (path("ca.key"), path("ca.crt"), path("key"), path("csr"), path("crt"), path("ext"));
-    std::fs::write(&ext, "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n").unwrap();
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "1",
-        "-subj",
-        &format!("/CN={name}-ca"),
-        "-keyout",
-        &s(&ca_key),
-        "-out",
-        &s(&ca_crt),
-    ]);
-    run(&["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", &s(&key), "-out", &s(&csr)]);
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        &s(&csr),
-        "-CA",
-        &s(&ca_crt),
-        "-CAkey",
-        &s(&ca_key),
-        "-CAcreateserial",
-        "-days",
-        "1",
-        "-extfile",
-        &s(&ext),
-        "-out",
-        &s(&crt),
-    ]);
-    (ca_crt, crt, key)
-}
-
-fn tls_client(cert: &Path) -> reqwest::Client {
-    let pem = std::fs::read(cert).unwrap();
-    reqwest::Client::builder()
-        .no_proxy()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
-        .build()
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_with_h2_stickiness_websockets_and_certificate_reload() {
     let dir = std::env::temp_dir().join(format!("pinroute-tls-{}-{}", std::process::id(), pinroute_tests::free_port()));
     std::fs::create_dir_all(&dir).unwrap();
-    let (ca, cert, key) = make_cert(&dir, "live");
+    let (ca, cert, key) = make_cert(&dir, "live", LOCALHOST);
     let tls_port = pinroute_tests::free_port();
     let a = BackendProcess::spawn(bin(), "a", "127.0.0.1:0", false).unwrap();
     let b = BackendProcess::spawn(bin(), "b", "127.0.0.1:0", false).unwrap();
@@ -451,7 +393,7 @@ async fn tls_with_h2_stickiness_websockets_and_certificate_reload() {
     assert_eq!(reply.into_text().unwrap().as_str(), format!("{home}: ping over tls"));
 
     // Certificate renewed on disk: new connections get it, no restart.
-    let (next_ca, next_cert, next_key) = make_cert(&dir, "next");
+    let (next_ca, next_cert, next_key) = make_cert(&dir, "next", LOCALHOST);
     std::fs::copy(&next_key, &key).unwrap();
     std::fs::copy(&next_cert, &cert).unwrap();
     let renewed = tls_client(&next_ca);

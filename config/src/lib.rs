@@ -20,7 +20,7 @@ pub use raw::{
 };
 pub use size::parse_size;
 pub use typed::{
-    AllCordoned, AuthSettings, BackendSource, BasicAuthSettings, CertFiles, Config, CookieKey, CookieSettings, HealthCheck,
-    HtpasswdSource, IngressSettings as IngressConfig, KeyOrigin, KubernetesSource, LabelRequirement, OAuth2Settings,
-    PortRef, RouteConfig, SameSite, ServerSettings, StaticBackend, Timeouts, TlsSettings,
+    AllCordoned, AuthSettings, BackendSource, BasicAuthSettings, CertFiles, Config, CookieKey, CookieSettings,
+    HealthCheck, HtpasswdSource, IngressSettings as IngressConfig, KeyOrigin, KubernetesSource, LabelRequirement,
+    OAuth2Settings, PortRef, RouteConfig, SameSite, ServerSettings, StaticBackend, Timeouts, TlsSettings,
 };

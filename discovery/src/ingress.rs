@@ -36,6 +36,8 @@ mod paths;
 mod plan;
 mod snippet;
 
+pub use snippet::{CHART_AUTH_SNIPPET, CHART_CONFIGURATION_SNIPPET};
+
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap};
 

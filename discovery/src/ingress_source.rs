@@ -110,8 +110,7 @@ impl IngressSource {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
             let translation = self.translate(&ingresses, &services, &secrets);
-            let fingerprint =
-                (format!("{:?}|{:?}", translation.routes, translation.rejected), translation.tls.clone());
+            let fingerprint = (format!("{:?}|{:?}", translation.routes, translation.rejected), translation.tls.clone());
             if last.as_ref() != Some(&fingerprint) {
                 last = Some(fingerprint);
                 self.report(&client, &translation, &mut reported).await;

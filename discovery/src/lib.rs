@@ -21,7 +21,10 @@ mod static_source;
 pub use backend::{BackendState, DiscoveredBackend, Lifecycle};
 pub use error::DiscoveryError;
 pub use fold::{apply, BackendEntry, DiscoveryEvent, RouteBackends, RoutingTable};
-pub use ingress::{translate, IngressInputs, IngressSettings, Rejection, TlsFromSecret, Translation};
+pub use ingress::{
+    translate, IngressInputs, IngressSettings, Rejection, TlsFromSecret, Translation, CHART_AUTH_SNIPPET,
+    CHART_CONFIGURATION_SNIPPET,
+};
 pub use ingress_source::{IngressSource, TranslationHook};
 pub use kube::Client as KubeClient;
 pub use kube_source::{infer_client, pod_to_backend, ErrorHook, KubeSource};

@@ -116,7 +116,12 @@ pub fn run_with_state(config: Arc<Config>, shared: Arc<Shared>, options: RunOpti
     if let Some(path) = options.config_path.clone() {
         server.add_service(background_service(
             "config reload",
-            Reloader::new(shared.clone(), path, options.env_key.clone(), certs.as_ref().and_then(|c| c.file().cloned())),
+            Reloader::new(
+                shared.clone(),
+                path,
+                options.env_key.clone(),
+                certs.as_ref().and_then(|c| c.file().cloned()),
+            ),
         ));
     }
     server.add_service(background_service("kubernetes discovery", KubeDiscovery::new(shared.clone())));

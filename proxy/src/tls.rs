@@ -50,9 +50,7 @@ pub enum TlsError {
         origin: String,
     },
     /// No private key block in the key file.
-    #[error(
-        "{origin}: no private key (expected a PEM `PRIVATE KEY`, `RSA PRIVATE KEY` or `EC PRIVATE KEY` block)"
-    )]
+    #[error("{origin}: no private key (expected a PEM `PRIVATE KEY`, `RSA PRIVATE KEY` or `EC PRIVATE KEY` block)")]
     NoKey {
         /// The file, or the Secret and key, the PEM came from.
         origin: String,
@@ -437,7 +435,9 @@ pub(crate) mod tests {
         assert!(!cert.reload_if_changed().unwrap(), "the same broken file is reported once");
 
         replace(&crt, &fs::read(&key).unwrap());
-        assert!(matches!(cert.reload_if_changed(), Err(TlsError::NoCertificate { origin }) if origin == crt.display().to_string()));
+        assert!(
+            matches!(cert.reload_if_changed(), Err(TlsError::NoCertificate { origin }) if origin == crt.display().to_string())
+        );
         replace(&crt, &good[..good.len() / 2]);
         assert!(matches!(cert.reload_if_changed(), Err(TlsError::Pem { .. })));
         fs::remove_file(&crt).unwrap();
@@ -455,7 +455,10 @@ pub(crate) mod tests {
         let (crt, key) = scratch.pair("live");
         let (crt2, key2) = scratch.pair("renewed");
         let err = ReloadingCert::load(&crt, &key2).unwrap_err();
-        assert!(matches!(&err, TlsError::KeyMismatch { cert, key } if *cert == crt.display().to_string() && *key == key2.display().to_string()), "{err}");
+        assert!(
+            matches!(&err, TlsError::KeyMismatch { cert, key } if *cert == crt.display().to_string() && *key == key2.display().to_string()),
+            "{err}"
+        );
         let message = err.to_string();
         assert!(message.contains("live.crt") && message.contains("renewed.key"), "{message}");
 

@@ -3,6 +3,7 @@
 //! Kubernetes API server speaking the real list/watch protocol, and HTTP
 //! helpers. Every wait has a deadline; every process is killed on drop.
 
+pub mod certs;
 pub mod client;
 pub mod fake_kube;
 /// The sky-CLI-shaped load driver (shared with `pinroute demo --rolling`).

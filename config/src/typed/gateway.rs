@@ -91,7 +91,8 @@ pub(super) fn tls(
         .collect::<Result<Vec<_>, _>>()?;
     let file = |key: &str, value: &Option<String>| -> Result<PathBuf, ConfigError> {
         let value = value.as_ref().ok_or_else(|| {
-            let also = if ingress_mode { " (or neither: Ingress spec.tls Secrets then supply every certificate)" } else { "" };
+            let also =
+                if ingress_mode { " (or neither: Ingress spec.tls Secrets then supply every certificate)" } else { "" };
             check.err(format!("server.tls.{key}"), format!("missing: give a PEM file path{also}"))
         })?;
         let path = base_dir.join(value);

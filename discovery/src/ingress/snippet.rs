@@ -101,21 +101,22 @@ fn tokens(text: &str) -> Vec<String> {
     out
 }
 
-#[cfg(test)]
-pub(crate) mod tests {
-    use super::{is_auth_mode_header, is_token_bypass, tokens};
-
-    /// The chart's `auth-snippet`, verbatim.
-    pub(crate) const CHART_AUTH_SNIPPET: &str = r#"if ($http_authorization ~ "^Bearer sky_.+") {
+/// The SkyPilot chart's `auth-snippet`, verbatim: the pattern
+/// [`is_token_bypass`] recognises (public for tests and documentation).
+pub const CHART_AUTH_SNIPPET: &str = r#"if ($http_authorization ~ "^Bearer sky_.+") {
   # Set x_skypilot_auth_mode variable to make sure the request is validated on the API server side.
   set $x_skypilot_auth_mode "token";
   return 200;
 }
 "#;
-    /// The chart's `configuration-snippet`, verbatim.
-    pub(crate) const CHART_CONFIGURATION_SNIPPET: &str = r#"# Set X-Skypilot-Auth-Mode header to the value from the auth request.
+/// The SkyPilot chart's `configuration-snippet`, verbatim.
+pub const CHART_CONFIGURATION_SNIPPET: &str = r#"# Set X-Skypilot-Auth-Mode header to the value from the auth request.
 proxy_set_header X-Skypilot-Auth-Mode $x_skypilot_auth_mode;
 "#;
+
+#[cfg(test)]
+mod tests {
+    use super::{is_auth_mode_header, is_token_bypass, tokens, CHART_AUTH_SNIPPET, CHART_CONFIGURATION_SNIPPET};
 
     #[test]
     fn tokens_drop_comments_and_quotes() {

@@ -12,7 +12,7 @@ use k8s_openapi::ByteString;
 use pinroute_config::{AuthSettings, BackendSource, HtpasswdSource, KubernetesSource, PortRef, RouteConfig};
 use serde_json::{json, Value};
 
-use super::snippet::tests::{CHART_AUTH_SNIPPET, CHART_CONFIGURATION_SNIPPET};
+use super::snippet::{CHART_AUTH_SNIPPET, CHART_CONFIGURATION_SNIPPET};
 use super::{translate, IngressInputs, IngressSettings, Translation};
 
 const NS: &str = "skypilot";
@@ -515,7 +515,9 @@ fn tls_secrets_and_redirect() {
     assert!(!run(&[off], &services, &secrets, &IngressSettings::default()).routes[0].https_redirect);
     // Without spec.tls only force-ssl-redirect redirects.
     ingress.spec.as_mut().unwrap().tls = None;
-    assert!(!run(std::slice::from_ref(&ingress), &services, &secrets, &IngressSettings::default()).routes[0].https_redirect);
+    assert!(
+        !run(std::slice::from_ref(&ingress), &services, &secrets, &IngressSettings::default()).routes[0].https_redirect
+    );
     let forced = with_annotation(ingress, "nginx.ingress.kubernetes.io/force-ssl-redirect", "true");
     assert!(run(&[forced], &services, &secrets, &IngressSettings::default()).routes[0].https_redirect);
 }

@@ -167,7 +167,11 @@ mod tests {
         assert!(resolver.set_secrets(&[exact.clone(), wild.clone()], &[]).is_empty());
         assert_eq!(leaf(&resolver, Some("SKY.Example.com")), Some(exact_der.clone()));
         assert_eq!(leaf(&resolver, Some("other.example.com")), Some(wild_der.clone()));
-        assert_eq!(leaf(&resolver, Some("a.b.example.com")), Some(exact_der.clone()), "one label only; then the fallback");
+        assert_eq!(
+            leaf(&resolver, Some("a.b.example.com")),
+            Some(exact_der.clone()),
+            "one label only; then the fallback"
+        );
         assert_eq!(leaf(&resolver, None), Some(exact_der.clone()), "no SNI: the first Secret");
 
         let (crt, key) = scratch.pair("file");
