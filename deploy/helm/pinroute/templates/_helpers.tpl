@@ -158,7 +158,7 @@ out); the dict is {"map": ..., "owned": [keys the chart sets], "where": "config.
 {{- toJson $routes -}}
 {{- end -}}
 
-{{/* Namespaces whose pods some route watches (JSON list). */}}
+{{/* Namespaces whose pods some file route watches (JSON list). */}}
 {{- define "pinroute.watchedNamespaces" -}}
 {{- $ns := list -}}
 {{- range $r := include "pinroute.routes" . | fromJsonArray -}}
@@ -169,7 +169,38 @@ out); the dict is {"map": ..., "owned": [keys the chart sets], "where": "config.
 {{- toJson ($ns | uniq) -}}
 {{- end -}}
 
-{{/* The [server] table: pinroute applies it only at start (no reload). */}}
+{{/*
+The Ingress-controller settings, checked and with their defaults filled in
+(JSON; {} when the mode is off): namespace ("" = all), adoptNamespaces.
+*/}}
+{{- define "pinroute.ingress" -}}
+{{- $ic := .Values.ingressController | default dict -}}
+{{- if not $ic.enabled -}}
+{}
+{{- else -}}
+{{- if and $ic.watchAllNamespaces $ic.watchNamespace -}}
+{{- fail (printf "ingressController: watchNamespace %q and watchAllNamespaces: true contradict each other; keep one" $ic.watchNamespace) -}}
+{{- end -}}
+{{- if and $ic.watchAllNamespaces .Values.rbac.create (not .Values.rbac.clusterWide) -}}
+{{- fail "ingressController.watchAllNamespaces watches Ingresses, Services and Secrets in every namespace, which a namespaced Role cannot grant: set rbac.clusterWide=true (a ClusterRole that reads every Secret), or watch one namespace (ingressController.watchNamespace, default the release namespace)" -}}
+{{- end -}}
+{{- $ns := ternary "" ($ic.watchNamespace | default .Release.Namespace) (eq $ic.watchAllNamespaces true) -}}
+{{- $adoptNs := list -}}
+{{- if $ic.adoptClasses -}}
+{{- $adoptNs = $ic.adoptNamespaces | default (list .Release.Namespace) -}}
+{{- if $ns -}}
+{{- range $a := $adoptNs -}}
+{{- if ne $a $ns -}}
+{{- fail (printf "ingressController.adoptNamespaces: %q is not watched (pinroute watches namespace %q only): set watchNamespace to it, watchAllNamespaces, or drop it" $a $ns) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- toJson (dict "namespace" $ns "adoptNamespaces" $adoptNs) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The [server] table with [server.tls]: pinroute applies it only at start (no reload). */}}
 {{- define "pinroute.config.server" -}}
 {{- $config := .Values.config | default dict -}}
 [server]
@@ -177,16 +208,51 @@ listen = [{{ printf "%s:%d" .Values.bindAddress (.Values.ports.http | int) | toJ
 admin = {{ printf "%s:%d" .Values.bindAddress (.Values.ports.admin | int) | toJson }}
 upgrade_sock = "/tmp/pinroute_upgrade.sock"
 pid_file = "/tmp/pinroute.pid"
-{{- include "pinroute.tomlPairs" (dict "map" ($config.server | default dict) "owned" (list "listen" "admin" "upgrade_sock" "pid_file") "where" "config.server") }}
+{{- include "pinroute.tomlPairs" (dict "map" ($config.server | default dict) "owned" (list "listen" "admin" "upgrade_sock" "pid_file" "tls") "where" "config.server") }}
+{{- if .Values.tls.enabled }}
+{{- if and (not .Values.ingressController.enabled) (not .Values.tls.existingSecret) }}
+{{- fail "tls.enabled without ingressController needs tls.existingSecret (a kubernetes.io/tls Secret with tls.crt and tls.key): file routes have no Ingress spec.tls to take a certificate from" }}
+{{- end }}
+
+[server.tls]
+listen = [{{ printf "%s:%d" .Values.bindAddress (.Values.ports.https | int) | toJson }}]
+{{- if .Values.tls.existingSecret }}
+cert_file = "/etc/pinroute/tls.crt"
+key_file = "/etc/pinroute/tls.key"
+{{- end }}
+redirect_http = {{ ternary "true" "false" (eq .Values.tls.redirectHttp true) }}
+{{- end }}
+{{- end -}}
+
+{{/* The [ingress] table (empty when the mode is off): read at start only, too. */}}
+{{- define "pinroute.config.ingress" -}}
+{{- $ic := .Values.ingressController -}}
+{{- if $ic.enabled -}}
+{{- $ing := include "pinroute.ingress" . | fromJson -}}
+[ingress]
+class = {{ .Values.ingressClass.name | toJson }}
+{{- if $ing.namespace }}
+namespace = {{ $ing.namespace | toJson }}
+{{- end }}
+{{- if $ic.adoptClasses }}
+adopt_classes = {{ include "pinroute.tomlValue" $ic.adoptClasses }}
+adopt_namespaces = {{ include "pinroute.tomlValue" $ing.adoptNamespaces }}
+{{- end }}
+ready_label = {{ $ic.readyLabel | toJson }}
+{{- with $ic.statusAddress }}
+status_address = {{ . | toJson }}
+{{- end }}
+{{- end -}}
 {{- end -}}
 
 {{/*
 What rolls the pods when it changes: with configReload only what pinroute
-cannot reload ([server], or a whole configOverride); else the whole file.
+cannot reload ([server] with [server.tls], [ingress], or a whole
+configOverride); else the whole file.
 */}}
 {{- define "pinroute.config.restartChecksum" -}}
 {{- if and .Values.configReload (not .Values.configOverride) -}}
-{{- include "pinroute.config.server" . | sha256sum -}}
+{{- print (include "pinroute.config.server" .) (include "pinroute.config.ingress" .) | sha256sum -}}
 {{- else -}}
 {{- include "pinroute.config" . | sha256sum -}}
 {{- end -}}
@@ -207,9 +273,13 @@ cannot reload ([server], or a whole configOverride); else the whole file.
 key_file = "/etc/pinroute/cookie.key"
 {{- end }}
 {{- include "pinroute.tomlPairs" (dict "map" ($config.cookie | default dict) "owned" (list "key_file") "where" "config.cookie") }}
+{{- with include "pinroute.config.ingress" . }}
+
+{{ . }}
+{{- end }}
 {{- $routes := include "pinroute.routes" . | fromJsonArray }}
-{{- if not $routes }}
-{{- fail "config.routes is empty: pinroute needs at least one [[route]]" }}
+{{- if and (not $routes) (not .Values.ingressController.enabled) }}
+{{- fail "config.routes is empty and ingressController.enabled is false: pinroute needs at least one [[route]] in the file-routes mode (see the commented example under config.routes in values.yaml), or turn ingressController on" }}
 {{- end }}
 {{- range $i, $r := $routes }}
 
