@@ -17,7 +17,7 @@
 #        cargo vendor --locked deploy/vendor
 #
 #    (deploy/vendor is git-ignored by deploy/.gitignore). When deploy/vendor
-#    exists, this Dockerfile writes the .cargo/config.toml that cargo vendor
+#    exists, this Dockerfile appends to .cargo/config.toml what cargo vendor
 #    prints:
 #
 #        [source.crates-io]
@@ -54,7 +54,7 @@ RUN --mount=type=cache,id=pinroute-cargo-registry,target=/usr/local/cargo/regist
     offline=""; \
     if [ -d deploy/vendor ]; then \
       mkdir -p .cargo; \
-      printf '[source.crates-io]\nreplace-with = "vendored-sources"\n\n[source.vendored-sources]\ndirectory = "deploy/vendor"\n' > .cargo/config.toml; \
+      printf '\n[source.crates-io]\nreplace-with = "vendored-sources"\n\n[source.vendored-sources]\ndirectory = "deploy/vendor"\n' >> .cargo/config.toml; \
       offline="--offline"; \
     fi; \
     cargo build --release --locked $offline -p pinroute; \
