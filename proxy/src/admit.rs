@@ -69,12 +69,11 @@ pub fn request_host(header: &pingora::http::RequestHeader) -> Option<String> {
         .headers
         .get(http::header::HOST)
         .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| header.uri.authority().map(|a| a.as_str().to_string()))?;
-    let host = if raw.starts_with('[') {
-        raw.split(']').next().map(|h| format!("{h}]")).unwrap_or(raw.clone())
-    } else {
-        raw.split(':').next().unwrap_or("").to_string()
+        .or_else(|| header.uri.authority().map(|a| a.as_str()))?;
+    let host = match raw.find(']') {
+        Some(end) if raw.starts_with('[') => &raw[..=end],
+        _ if raw.starts_with('[') => raw,
+        _ => raw.split(':').next().unwrap_or(""),
     };
     Some(host.to_ascii_lowercase())
 }
