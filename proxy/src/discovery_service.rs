@@ -2,7 +2,7 @@
 //! kube client (and its tokio resources) is created after the server started.
 //! The watches restart when a reload changes the config.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -127,6 +127,7 @@ impl IngressDiscovery {
         let last_good: std::sync::Mutex<HashMap<String, Vec<RouteConfig>>> = std::sync::Mutex::new(HashMap::new());
         let certs = self.certs.clone();
         let told_no_listener = std::sync::atomic::AtomicBool::new(false);
+        let unknown_seen: std::sync::Mutex<HashSet<(String, String)>> = std::sync::Mutex::new(HashSet::new());
         let on_change: TranslationHook = Arc::new(move |translation: Translation| {
             let routes = keep_last_good(&last_good, &translation);
             match &certs {
@@ -155,8 +156,14 @@ impl IngressDiscovery {
             for rejection in &translation.rejected {
                 tracing::warn!(ingress = %rejection.ingress, reason = %rejection.reason, "Ingress rejected; its previous routes keep serving where they were valid");
             }
-            for (ingress, annotation) in &translation.unknown_annotations {
-                tracing::info!(%ingress, %annotation, "unknown annotation ignored");
+            // Once per Ingress and annotation, not at every translation.
+            if let Ok(mut seen) = unknown_seen.lock() {
+                for (ingress, annotation) in &translation.unknown_annotations {
+                    if !seen.contains(&(ingress.clone(), annotation.clone())) {
+                        tracing::info!(%ingress, %annotation, "unknown annotation ignored");
+                    }
+                }
+                *seen = translation.unknown_annotations.iter().cloned().collect();
             }
             for (ingress, warning) in &translation.warnings {
                 tracing::info!(%ingress, %warning, "Ingress served with a difference from ingress-nginx");
