@@ -5,8 +5,9 @@
 #   docker build -t REGISTRY/pinroute:0.1.0 .
 #   docker run --rm -p 8080:8080 -p 9090:9090 -v $PWD/pinroute.toml:/etc/pinroute/pinroute.toml:ro REGISTRY/pinroute:0.1.0
 #
-# The build is `cargo build --release --locked -p pinroute`: exactly the
-# versions of Cargo.lock, nothing resolved anew. Two ways to get the crates:
+# The build is `cargo build --profile dist --locked -p pinroute` (release plus
+# fat LTO, see Cargo.toml): exactly the versions of Cargo.lock, nothing
+# resolved anew. Two ways to get the crates:
 #
 # 1. Online (default): crates are downloaded from crates.io into a BuildKit
 #    cache mount, so later builds reuse them (needs BuildKit, the default
@@ -57,9 +58,9 @@ RUN --mount=type=cache,id=pinroute-cargo-registry,target=/usr/local/cargo/regist
       printf '\n[source.crates-io]\nreplace-with = "vendored-sources"\n\n[source.vendored-sources]\ndirectory = "deploy/vendor"\n' >> .cargo/config.toml; \
       offline="--offline"; \
     fi; \
-    cargo build --release --locked $offline -p pinroute; \
+    cargo build --profile dist --locked $offline -p pinroute; \
     # Keep the line tables (readable backtraces) but compress them.
-    objcopy --compress-debug-sections=zlib target/release/pinroute /pinroute; \
+    objcopy --compress-debug-sections=zlib target/dist/pinroute /pinroute; \
     /pinroute --version
 
 FROM ${RUNTIME_IMAGE}

@@ -31,6 +31,8 @@ ROOT=$(cd "$HERE/../.." && pwd)
 RESULTS="$ROOT/benches/results"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 BIN="$TARGET_DIR/release"
+# pinroute as shipped: the `dist` profile (fat LTO, one codegen unit; Cargo.toml).
+DIST_BIN="$TARGET_DIR/dist"
 
 QUICK=0 PERF=0 BUILD=1 KEEP_TMP=0
 AUTH="${PINROUTE_BENCH_AUTH:-auto}"
@@ -103,11 +105,12 @@ install_missing() {
 install_missing
 
 if [[ $BUILD == 1 ]]; then
-    log "building (release; waits if another build holds the cargo lock)"
-    (cd "$ROOT" && cargo build --release -p pinroute --bin pinroute)
+    log "building (pinroute: profile dist, as shipped; waits if another build holds the cargo lock)"
+    (cd "$ROOT" && cargo build --profile dist -p pinroute --bin pinroute)
     (cd "$ROOT" && cargo build --release -p pinroute-benches --bins)
 fi
-for b in pinroute bench_backend idle_streams ws_echo bench_report; do
+[[ -x "$DIST_BIN/pinroute" ]] || die "$DIST_BIN/pinroute missing: build without --no-build"
+for b in bench_backend idle_streams ws_echo bench_report; do
     [[ -x "$BIN/$b" ]] || die "$BIN/$b missing: build without --no-build"
 done
 
@@ -120,8 +123,8 @@ PIDS=()
 # Other sessions may rebuild target/ while this runs: measure one snapshot,
 # and describe the tree it was built from as it is now.
 PINROUTE="$TMP/pinroute"
-cp "$BIN/pinroute" "$PINROUTE"
-PINROUTE_BUILT=$(date -u -r "$BIN/pinroute" +%Y-%m-%dT%H:%M:%SZ)
+cp "$DIST_BIN/pinroute" "$PINROUTE"
+PINROUTE_BUILT=$(date -u -r "$DIST_BIN/pinroute" +%Y-%m-%dT%H:%M:%SZ)
 COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
 if [[ -n $(git -C "$ROOT" status --porcelain 2>/dev/null | grep -v '^??' || true) ]]; then
     COMMIT+=" (uncommitted changes in the tree)"
@@ -926,7 +929,7 @@ OUT_NAME=$([[ $MODE == full ]] && echo latest || echo quick)
     --meta "nginx=$(version_of nginx -v)" \
     --meta "wrk=$(version_of wrk -v)" \
     --meta "rustc=$(version_of rustc --version)" \
-    --meta "pinroute_binary=built $PINROUTE_BUILT ($(version_of "$PINROUTE" --version)), copied at the start of the run" \
+    --meta "pinroute_binary=profile dist, built $PINROUTE_BUILT ($(version_of "$PINROUTE" --version)), copied at the start of the run" \
     --meta "fd_limit=$FD_LIMIT" \
     "${REPORT_NOTES[@]}"
 log "results: $RESULTS/$OUT_NAME.txt, $RESULTS/$OUT_NAME.json${PERF_OUT:+, $PERF_OUT}"
