@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use pingora::apps::HttpServerOptions;
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{ExecutionPhase, Server};
 use pingora::services::background::background_service;
@@ -84,7 +85,11 @@ pub fn run_with_state(config: Arc<Config>, shared: Arc<Shared>, options: RunOpti
         "pinroute proxy",
     );
     for addr in &config.server.listen {
-        proxy.add_tcp(&addr.to_string());
+        // pingora's default 64 KiB read buffer per connection is copied out
+        // of again by the HTTP parser; unbuffered reads go straight into the
+        // parser's own buffers. (HTTPS listeners keep it: TLS reads in records.)
+        let unbuffered_reads = L4BufferSettings { read: Some(0), write: None };
+        proxy.add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(unbuffered_reads));
     }
     let certs = match &config.server.tls {
         None => None,
