@@ -144,6 +144,19 @@ fn from_json<T: serde::de::DeserializeOwned>(v: Value) -> T {
     serde_json::from_value(v).unwrap()
 }
 
+/// Release `skypilot` as `v` renders it, with its Service and basic-auth
+/// Secret, translated; every Ingress must be served.
+fn translate_served(v: &Values) -> Translation {
+    let t = run(
+        &[chart_ingress(v)],
+        &[chart_api_service("skypilot")],
+        &[chart_basic_auth_secret("skypilot", HTPASSWD)],
+        &IngressSettings::default(),
+    );
+    assert!(t.rejected.is_empty(), "{:?}", reasons(&t));
+    t
+}
+
 fn run(ingresses: &[Ingress], services: &[Service], secrets: &[Secret], settings: &IngressSettings) -> Translation {
     translate(&IngressInputs { ingresses, services, secrets, settings })
 }
@@ -169,13 +182,7 @@ fn reasons(t: &Translation) -> Vec<String> {
 #[test]
 fn basic_auth_at_the_root() {
     let v = Values::new("skypilot");
-    let t = run(
-        &[chart_ingress(&v)],
-        &[chart_api_service("skypilot")],
-        &[chart_basic_auth_secret("skypilot", HTPASSWD)],
-        &IngressSettings::default(),
-    );
-    assert!(t.rejected.is_empty(), "{:?}", reasons(&t));
+    let t = translate_served(&v);
     assert_eq!(t.accepted, ["skypilot/skypilot-ingress"]);
     assert_eq!(t.route_ingresses, ["skypilot/skypilot-ingress"]);
     let [route] = t.routes.as_slice() else { panic!("{t:?}") };
@@ -294,13 +301,7 @@ fn oauth2_with_token_bypass_and_the_adopted_oauth2_proxy_ingress() {
 #[test]
 fn rolling_update_annotations() {
     let v = Values { rolling_update: true, ..Values::new("skypilot") };
-    let t = run(
-        &[chart_ingress(&v)],
-        &[chart_api_service("skypilot")],
-        &[chart_basic_auth_secret("skypilot", HTPASSWD)],
-        &IngressSettings::default(),
-    );
-    assert!(t.rejected.is_empty(), "{:?}", reasons(&t));
+    let t = translate_served(&v);
     let [route] = t.routes.as_slice() else { panic!("{t:?}") };
     assert_eq!(route.cookie_name, "SKYPILOT_ROUTEID");
     assert_eq!(route.connect_tries, 3);
