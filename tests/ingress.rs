@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,18 +14,15 @@ use base64::Engine;
 use pinroute_discovery::{CHART_AUTH_SNIPPET, CHART_CONFIGURATION_SNIPPET};
 use pinroute_tests::certs::{make_cert, tls_client_builder};
 use pinroute_tests::client::{routeid, served_by};
-use pinroute_tests::fake_kube::{FakeKube, FakePod, Kind};
-use pinroute_tests::{free_port, http_client, wait_until, BackendProcess, ProxyProcess};
+use pinroute_tests::cluster::{next_pod_ip, FakeCluster, NS, READY};
+use pinroute_tests::fake_kube::{FakePod, Kind};
+use pinroute_tests::{free_port, http_client, wait_until, ProxyProcess};
 use serde_json::json;
 
 const BIN: &str = env!("CARGO_BIN_EXE_pinroute");
-const NS: &str = "skypilot";
-const READY: (&str, &str) = ("skypilot.co/ready", "true");
 /// `htpasswd -nbm alice secret` and `htpasswd -nbs carol sha-pass`.
 const ALICE: &str = "alice:$apr1$crrw5U.r$FGo0KfhZk0htYPbIHBPyS.";
 const CAROL: &str = "carol:{SHA}xO2etOilyqtV8o1RvvnmkeBx7QI=";
-
-static NEXT_IP: AtomicU8 = AtomicU8::new(160);
 
 fn basic(user: &str, pass: &str) -> String {
     format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}")))
@@ -85,20 +82,19 @@ fn chart_ingress_with(release: &str, path: &str, auth: Auth, extra: &[(&str, &st
     })
 }
 
-/// Kept so the release's backend processes live as long as the cluster.
-struct Release {
-    _backends: Vec<BackendProcess>,
-}
+/// The fake cluster, with releases deployed as the chart deploys them.
+struct Cluster(FakeCluster);
 
-struct Cluster {
-    kube: FakeKube,
-    port: u16,
-    releases: Vec<Release>,
+impl std::ops::Deref for Cluster {
+    type Target = FakeCluster;
+    fn deref(&self) -> &FakeCluster {
+        &self.0
+    }
 }
 
 impl Cluster {
     async fn new() -> Cluster {
-        Cluster { kube: FakeKube::start().await.unwrap(), port: free_port(), releases: Vec::new() }
+        Cluster(FakeCluster::start(Path::new(BIN)).await.unwrap())
     }
 
     /// A release as the chart deploys it: Service, auth Secret, Ingress, and `pods` API pods.
@@ -114,15 +110,10 @@ impl Cluster {
         let auth = base64::engine::general_purpose::STANDARD.encode(htpasswd);
         self.kube.add_object(Kind::Secret, json!({"metadata": {"name": format!("{name}-basic-auth"), "namespace": NS}, "type": "Opaque", "data": {"auth": auth}}));
         self.kube.add_object(Kind::Ingress, chart_ingress(name, path, &[]));
-        let mut backends = Vec::new();
+        let app = format!("{name}-api");
         for i in 0..pods {
-            let ip = next_ip();
-            let pod = format!("{name}-api-{i}");
-            backends.push(BackendProcess::spawn(Path::new(BIN), &pod, &format!("{ip}:{}", self.port), false).unwrap());
-            let app = format!("{name}-api");
-            self.kube.add_pod(FakePod::new(NS, &pod, &[("app", app.as_str()), READY], &ip));
+            self.0.add_pod(NS, &format!("{name}-api-{i}"), &[("app", app.as_str()), READY], &[]).unwrap();
         }
-        self.releases.push(Release { _backends: backends });
     }
 
     async fn proxy(&self) -> ProxyProcess {
@@ -131,15 +122,9 @@ impl Cluster {
 
     /// A proxy with `server_extra` under `[server]` and `ingress_extra` under `[ingress]`.
     async fn proxy_with(&self, server_extra: &str, ingress_extra: &str) -> ProxyProcess {
-        let kubeconfig = self.kube.kubeconfig_path().to_string_lossy().into_owned();
-        let env = [("KUBECONFIG", kubeconfig.as_str()), ("PINROUTE_COOKIE_KEY", "ingress-test-key-0123456")];
         let ingress = format!("[ingress]\nclass = \"pinroute\"\nstatus_address = \"203.0.113.10\"\n{ingress_extra}");
-        ProxyProcess::start_with_env(Path::new(BIN), server_extra, &ingress, &env).await.unwrap()
+        self.0.proxy(server_extra, &ingress, "ingress-test-key-0123456").await.unwrap()
     }
-}
-
-fn next_ip() -> String {
-    format!("127.0.0.{}", NEXT_IP.fetch_add(1, Ordering::Relaxed))
 }
 
 async fn get_as(p: &ProxyProcess, path: &str, auth: Option<&str>, cookie: Option<&str>) -> reqwest::Response {
@@ -313,7 +298,7 @@ async fn chart_oauth2_variant_with_token_bypass_end_to_end() {
     c.kube.update_object(Kind::Ingress, chart_ingress_with("skypilot", "/", Auth::OAuth2, &[]));
     // templates/oauth2-proxy-*.yaml: Service (its ClusterIP is where the
     // auth sub-request goes), one pod, and the Ingress hard-coded to class nginx.
-    let oauth2_ip = next_ip();
+    let oauth2_ip = next_pod_ip();
     let (auth_calls, _oauth2) = fake_oauth2_proxy(&format!("{oauth2_ip}:4180")).await;
     c.kube.add_object(
         Kind::Service,

@@ -4,60 +4,25 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::Path;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use pinroute_tests::client::{routeid, served_by};
-use pinroute_tests::fake_kube::{FakeKube, FakePod};
-use pinroute_tests::{free_port, http_client, wait_until, BackendProcess, ProxyProcess};
+use pinroute_tests::cluster::{FakeCluster, APP, NS, READY};
+use pinroute_tests::{http_client, wait_until, ProxyProcess};
 
 const BIN: &str = env!("CARGO_BIN_EXE_pinroute");
-const NS: &str = "skypilot";
-const READY: (&str, &str) = ("skypilot.co/ready", "true");
-const APP: (&str, &str) = ("app", "skypilot-api");
 
-/// Loopback addresses handed out to pods across the tests of this binary.
-static NEXT_IP: AtomicU8 = AtomicU8::new(2);
+const KEY: &str = "kube-test-key-0123456789";
 
-struct Cluster {
-    kube: FakeKube,
-    port: u16,
-    backends: HashMap<String, BackendProcess>,
+async fn cluster() -> FakeCluster {
+    FakeCluster::start(Path::new(BIN)).await.unwrap()
 }
 
-impl Cluster {
-    async fn new() -> Cluster {
-        Cluster { kube: FakeKube::start().await.unwrap(), port: free_port(), backends: HashMap::new() }
-    }
-
-    /// A pod `name` whose backend listens on its own 127.0.0.N.
-    fn add_pod(&mut self, name: &str) {
-        let ip = format!("127.0.0.{}", NEXT_IP.fetch_add(1, Ordering::Relaxed));
-        let backend = BackendProcess::spawn(Path::new(BIN), name, &format!("{ip}:{}", self.port), false).unwrap();
-        self.backends.insert(name.to_string(), backend);
-        self.kube.add_pod(FakePod::new(NS, name, &[APP, READY], &ip));
-    }
-
-    fn kill(&mut self, name: &str) {
-        if let Some(mut b) = self.backends.remove(name) {
-            b.kill();
-        }
-    }
-
-    fn route(&self, extra: &str) -> String {
-        format!(
-            "[[route]]\nprefix = \"/\"\n{extra}\n[route.kubernetes]\nnamespace = \"{NS}\"\nselector = \"app=skypilot-api\"\nready_label = \"skypilot.co/ready=true\"\nport = {}\n[route.health_check]\ninterval = \"500ms\"\ntimeout = \"300ms\"\n",
-            self.port
-        )
-    }
-
-    async fn proxy(&self, extra: &str) -> ProxyProcess {
-        let kubeconfig = self.kube.kubeconfig_path().to_string_lossy().into_owned();
-        let env = [("KUBECONFIG", kubeconfig.as_str()), ("PINROUTE_COOKIE_KEY", "kube-test-key-0123456789")];
-        ProxyProcess::start_with_env(Path::new(BIN), "", &self.route(extra), &env).await.unwrap()
-    }
+/// A proxy over the cluster's API pods, `extra` added to the route.
+async fn proxy(c: &FakeCluster, extra: &str) -> ProxyProcess {
+    c.proxy("", &c.api_route(extra), KEY).await.unwrap()
 }
 
 async fn get(p: &ProxyProcess, path: &str, cookie: Option<&str>) -> reqwest::Response {
@@ -82,10 +47,10 @@ fn other(names: &[&str], not: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cordon_keeps_streams_and_pinned_clients_then_uncordon_readmits() {
-    let mut c = Cluster::new().await;
-    c.add_pod("api-1");
-    c.add_pod("api-2");
-    let p = c.proxy("").await;
+    let mut c = cluster().await;
+    c.add_api_pod("api-1", &[]).unwrap();
+    c.add_api_pod("api-2", &[]).unwrap();
+    let p = proxy(&c, "").await;
     let (cookie, home) = pinned_client(&p).await;
     let stream = get(&p, "/api/stream?lines=8&interval_ms=250", Some(&cookie)).await;
 
@@ -125,10 +90,10 @@ async fn cordon_keeps_streams_and_pinned_clients_then_uncordon_readmits() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleted_pod_repins_with_a_new_cookie_and_no_failures() {
-    let mut c = Cluster::new().await;
-    c.add_pod("api-1");
-    c.add_pod("api-2");
-    let p = c.proxy("").await;
+    let mut c = cluster().await;
+    c.add_api_pod("api-1", &[]).unwrap();
+    c.add_api_pod("api-2", &[]).unwrap();
+    let p = proxy(&c, "").await;
     let (cookie, home) = pinned_client(&p).await;
     c.kube.delete_pod(NS, &home);
     c.kill(&home);
@@ -147,10 +112,10 @@ async fn deleted_pod_repins_with_a_new_cookie_and_no_failures() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn all_cordoned_rejects_new_clients_and_serves_pinned_ones() {
-    let mut c = Cluster::new().await;
-    c.add_pod("api-1");
-    c.add_pod("api-2");
-    let p = c.proxy("").await;
+    let mut c = cluster().await;
+    c.add_api_pod("api-1", &[]).unwrap();
+    c.add_api_pod("api-2", &[]).unwrap();
+    let p = proxy(&c, "").await;
     let (cookie, home) = pinned_client(&p).await;
     for pod in ["api-1", "api-2"] {
         c.kube.remove_label(NS, pod, READY.0);
@@ -167,10 +132,10 @@ async fn all_cordoned_rejects_new_clients_and_serves_pinned_ones() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_server_outage_and_410_leave_routing_unchanged() {
-    let mut c = Cluster::new().await;
-    c.add_pod("api-1");
-    c.add_pod("api-2");
-    let p = c.proxy("").await;
+    let mut c = cluster().await;
+    c.add_api_pod("api-1", &[]).unwrap();
+    c.add_api_pod("api-2", &[]).unwrap();
+    let p = proxy(&c, "").await;
     let (cookie, home) = pinned_client(&p).await;
     c.kube.set_down(true);
     let started = Instant::now();
@@ -205,10 +170,10 @@ async fn api_server_outage_and_410_leave_routing_unchanged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn terminating_pod_drains_with_its_stream_open() {
-    let mut c = Cluster::new().await;
-    c.add_pod("api-1");
-    c.add_pod("api-2");
-    let p = c.proxy("").await;
+    let mut c = cluster().await;
+    c.add_api_pod("api-1", &[]).unwrap();
+    c.add_api_pod("api-2", &[]).unwrap();
+    let p = proxy(&c, "").await;
     let (cookie, home) = pinned_client(&p).await;
     let stream = get(&p, "/api/stream?lines=6&interval_ms=250", Some(&cookie)).await;
     c.kube.mark_terminating(NS, &home);
@@ -223,11 +188,11 @@ async fn terminating_pod_drains_with_its_stream_open() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_waits_for_the_first_list() {
-    let mut c = Cluster::new().await;
-    c.add_pod("api-1");
+    let mut c = cluster().await;
+    c.add_api_pod("api-1", &[]).unwrap();
     c.kube.set_down(true);
     let kubeconfig = c.kube.kubeconfig_path().to_string_lossy().into_owned();
-    let p = ProxyProcess::spawn(Path::new(BIN), "", &c.route(""), &[("KUBECONFIG", kubeconfig.as_str())]).unwrap();
+    let p = ProxyProcess::spawn(Path::new(BIN), "", &c.api_route(""), &[("KUBECONFIG", kubeconfig.as_str())]).unwrap();
     assert!(
         wait_until(Duration::from_secs(10), || async {
             http_client().get(p.admin_url("/healthz")).send().await.is_ok()
@@ -242,9 +207,9 @@ async fn readyz_waits_for_the_first_list() {
 
 /// Recreate strategy: the only pod is replaced; the new one is Ready 3 s later.
 async fn recreate(hold: &str) -> (usize, usize, Vec<u16>) {
-    let mut c = Cluster::new().await;
-    c.add_pod("api-v1");
-    let p = c.proxy(hold).await;
+    let mut c = cluster().await;
+    c.add_api_pod("api-v1", &[]).unwrap();
+    let p = proxy(&c, hold).await;
     assert_eq!(get(&p, "/api/health", None).await.status(), 200);
     c.kube.delete_pod(NS, "api-v1");
     c.kill("api-v1");
@@ -262,7 +227,7 @@ async fn recreate(hold: &str) -> (usize, usize, Vec<u16>) {
         })
     };
     tokio::time::sleep(Duration::from_secs(3)).await;
-    c.add_pod("api-v2");
+    c.add_api_pod("api-v2", &[]).unwrap();
     let statuses = sender.await.unwrap();
     let ok = statuses.iter().filter(|s| **s == 200).count();
     let unavailable = statuses.iter().filter(|s| **s == 503).count();

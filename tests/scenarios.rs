@@ -6,23 +6,17 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use pinroute_tests::client::{backend_state, routeid, served_by};
-use pinroute_tests::fake_kube::{FakeKube, FakePod};
+use pinroute_tests::cluster::{FakeCluster, NS, READY};
 use pinroute_tests::load::{LoadDriver, LoadOptions, LoadReport};
-use pinroute_tests::{free_port, http_client, wait_until, BackendProcess, ProxyProcess};
+use pinroute_tests::{http_client, wait_until, BackendProcess, ProxyProcess};
 
 const BIN: &str = env!("CARGO_BIN_EXE_pinroute");
-const NS: &str = "skypilot";
-const READY: (&str, &str) = ("skypilot.co/ready", "true");
-const APP: (&str, &str) = ("app", "skypilot-api");
 const KEY: (&str, &str) = ("PINROUTE_COOKIE_KEY", "scenario-key-0123456789");
 /// skypilot's shutdown sequence, shortened: 300 ms of normal service.
 const SHUTDOWN: [&str; 4] = ["--shutdown-grace-ms", "300", "--shutdown-wait-ms", "10000"];
-
-static NEXT_IP: AtomicU8 = AtomicU8::new(100);
 
 fn bin() -> &'static Path {
     Path::new(BIN)
@@ -49,35 +43,21 @@ fn tail(log: &str) -> String {
     lines[lines.len().saturating_sub(40)..].join("\n")
 }
 
-struct Pods {
-    kube: FakeKube,
-    port: u16,
-    backends: Vec<BackendProcess>,
+async fn cluster() -> FakeCluster {
+    FakeCluster::start(bin()).await.unwrap()
 }
 
-impl Pods {
-    async fn new() -> Pods {
-        Pods { kube: FakeKube::start().await.unwrap(), port: free_port(), backends: Vec::new() }
-    }
+/// An API pod whose server plays skypilot's (shortened) shutdown sequence.
+fn add_pod(pods: &mut FakeCluster, name: &str) {
+    pods.add_api_pod(name, &SHUTDOWN).unwrap();
+}
 
-    fn add(&mut self, name: &str) {
-        let ip = format!("127.0.0.{}", NEXT_IP.fetch_add(1, Ordering::Relaxed));
-        self.backends.push(BackendProcess::spawn_with(bin(), name, &format!("{ip}:{}", self.port), &SHUTDOWN).unwrap());
-        self.kube.add_pod(FakePod::new(NS, name, &[APP, READY], &ip));
-    }
+async fn proxy(pods: &FakeCluster) -> ProxyProcess {
+    pods.proxy("", &pods.api_route(""), KEY.1).await.unwrap()
+}
 
-    fn backend(&mut self, name: &str) -> &mut BackendProcess {
-        self.backends.iter_mut().find(|b| b.name == name).unwrap()
-    }
-
-    async fn proxy(&self) -> ProxyProcess {
-        let route = format!(
-            "[[route]]\nprefix = \"/\"\n[route.kubernetes]\nnamespace = \"{NS}\"\nselector = \"app=skypilot-api\"\nport = {}\n[route.health_check]\ninterval = \"300ms\"\ntimeout = \"200ms\"\n",
-            self.port
-        );
-        let kubeconfig = self.kube.kubeconfig_path().to_string_lossy().into_owned();
-        ProxyProcess::start_with_env(bin(), "", &route, &[("KUBECONFIG", kubeconfig.as_str()), KEY]).await.unwrap()
-    }
+fn backend<'a>(pods: &'a mut FakeCluster, name: &str) -> &'a mut BackendProcess {
+    pods.backend(name).unwrap()
 }
 
 async fn wait_state(p: &ProxyProcess, id: &str, state: &str) {
@@ -87,13 +67,13 @@ async fn wait_state(p: &ProxyProcess, id: &str, state: &str) {
 /// A Deployment's RollingUpdate: v2 added, v1 terminating (its server plays
 /// skypilot's shutdown sequence), v1 deleted once it exited.
 async fn rolling_upgrade(explicit_cordon: bool) {
-    let mut pods = Pods::new().await;
-    pods.add("api-v1");
-    let p = pods.proxy().await;
+    let mut pods = cluster().await;
+    add_pod(&mut pods, "api-v1");
+    let p = proxy(&pods).await;
     let load = LoadDriver::start(p.addr, LoadOptions::default());
     tokio::time::sleep(Duration::from_millis(800)).await;
 
-    pods.add("api-v2");
+    add_pod(&mut pods, "api-v2");
     wait_state(&p, "skypilot/api-v2", "ready").await;
     if explicit_cordon {
         // The upgrade guide's way: cordon, wait for the drain, then delete.
@@ -109,9 +89,9 @@ async fn rolling_upgrade(explicit_cordon: bool) {
         assert_eq!(drained.status(), 200);
     }
     pods.kube.mark_terminating(NS, "api-v1");
-    pods.backend("api-v1").terminate().unwrap();
+    backend(&mut pods, "api-v1").terminate().unwrap();
     assert!(
-        pods.backend("api-v1").wait_exit(Duration::from_secs(20)).await,
+        backend(&mut pods, "api-v1").wait_exit(Duration::from_secs(20)).await,
         "v1 finished its ongoing requests and exited"
     );
     pods.kube.delete_pod(NS, "api-v1");
@@ -220,10 +200,10 @@ async fn reload_that_adds_and_removes_backends_fails_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_id_affinity_reaches_the_owning_pod() {
-    let mut pods = Pods::new().await;
-    pods.add("api-1");
-    pods.add("api-2");
-    let p = pods.proxy().await;
+    let mut pods = cluster().await;
+    add_pod(&mut pods, "api-1");
+    add_pod(&mut pods, "api-2");
+    let p = proxy(&pods).await;
     // Client A submits work.
     let health = pinroute_tests::client::get(p.addr, "/api/health", None).await.unwrap();
     let (cookie_a, owner) = (routeid(&health).unwrap(), served_by(&health));
@@ -273,7 +253,7 @@ async fn request_id_affinity_reaches_the_owning_pod() {
 
     // A proxy that never saw the id (restart, another replica): the cookie's
     // pod answers 404, the proxy asks the others and learns the owner.
-    let fresh = pods.proxy().await;
+    let fresh = proxy(&pods).await;
     let r =
         pinroute_tests::client::get(fresh.addr, &format!("/api/get?request_id={id}"), Some(&b_cookie)).await.unwrap();
     assert_eq!((r.status().as_u16(), served_by(&r)), (200, owner.clone()));
@@ -344,9 +324,9 @@ async fn draining_backend_refusal_is_replayed_once_on_a_ready_one() {
 async fn soak_rolling_upgrades() {
     let rounds: usize = std::env::var("PINROUTE_SOAK_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
     let clients: usize = std::env::var("PINROUTE_SOAK_CLIENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(32);
-    let mut pods = Pods::new().await;
-    pods.add("api-r0");
-    let p = pods.proxy().await;
+    let mut pods = cluster().await;
+    add_pod(&mut pods, "api-r0");
+    let p = proxy(&pods).await;
     let started = Instant::now();
     let load = LoadDriver::start(
         p.addr,
@@ -355,11 +335,11 @@ async fn soak_rolling_upgrades() {
     for round in 1..=rounds {
         tokio::time::sleep(Duration::from_secs(5)).await;
         let (old, new) = (format!("api-r{}", round - 1), format!("api-r{round}"));
-        pods.add(&new);
+        add_pod(&mut pods, &new);
         wait_state(&p, &format!("skypilot/{new}"), "ready").await;
         pods.kube.mark_terminating(NS, &old);
-        pods.backend(&old).terminate().unwrap();
-        assert!(pods.backend(&old).wait_exit(Duration::from_secs(60)).await);
+        backend(&mut pods, &old).terminate().unwrap();
+        assert!(backend(&mut pods, &old).wait_exit(Duration::from_secs(60)).await);
         pods.kube.delete_pod(NS, &old);
         let r = load.stats.report();
         eprintln!("round {round}: {old} -> {new} after {:?}: {r:?}", started.elapsed());

@@ -5,6 +5,7 @@
 
 pub mod certs;
 pub mod client;
+pub mod cluster;
 pub mod fake_kube;
 /// The sky-CLI-shaped load driver (shared with `pinroute demo --rolling`).
 pub use pinroute::demo::load;
