@@ -198,6 +198,13 @@ async fn two_releases_on_their_own_paths_with_their_own_auth() {
     assert_eq!(echo["uri"], "/debug/request");
     assert_eq!(echo["backend"], "second-api-0");
 
+    // An annotation pinroute does not know is logged, once per Ingress.
+    c.kube.update_object(Kind::Ingress, chart_ingress("first", "/first-server", &[("enable-cors", "true")]));
+    let unknown = |p: &ProxyProcess| {
+        p.log().lines().filter(|l| l.contains("unknown annotation ignored") && l.contains("enable-cors")).count()
+    };
+    assert!(wait_until(Duration::from_secs(10), || async { unknown(&p) == 1 }).await, "log:\n{}", p.log());
+
     // A hostile snippet is never executed: that Ingress is rejected and its
     // old routes keep serving.
     c.kube.update_object(
@@ -221,6 +228,7 @@ async fn two_releases_on_their_own_paths_with_their_own_auth() {
     let status = kube.ingress_status(NS, "first-ingress").unwrap_or_default();
     assert_eq!(status["loadBalancer"]["ingress"][0]["ip"], "203.0.113.10", "{status}");
     assert!(r.headers().get("x-evil").is_none());
+    assert_eq!(unknown(&p), 1, "not logged again at the next translation");
     assert_eq!(get_as(&p, "/first-server/api/health", Some(&alice), None).await.status(), 200);
 }
 

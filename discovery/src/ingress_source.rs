@@ -86,8 +86,8 @@ impl IngressSource {
         ]);
         let mut changes = changes.ready_chunks(64).boxed();
         let mut listed = [false; 3];
-        // What the proxy was last told: routes, rejections and certificates
-        // (compared by content, so a renewed Secret is passed on).
+        // What the proxy was last told: routes, rejections, what to log, and
+        // certificates (compared by content, so a renewed Secret is passed on).
         let mut last: Option<(String, Vec<TlsFromSecret>)> = None;
         let mut reported = Reported::default();
         while let Some(batch) = changes.next().await {
@@ -110,7 +110,11 @@ impl IngressSource {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
             let translation = self.translate(&ingresses, &services, &secrets);
-            let fingerprint = (format!("{:?}|{:?}", translation.routes, translation.rejected), translation.tls.clone());
+            let t = &translation;
+            let fingerprint = (
+                format!("{:?}|{:?}|{:?}|{:?}", t.routes, t.rejected, t.unknown_annotations, t.warnings),
+                t.tls.clone(),
+            );
             if last.as_ref() != Some(&fingerprint) {
                 last = Some(fingerprint);
                 self.report(&client, &translation, &mut reported).await;
