@@ -292,6 +292,34 @@ async fn malformed_and_smuggling_requests_are_rejected() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keepalive_connections_are_closed_after_keepalive_timeout() {
+    let b = backends(&["a"]);
+    let p = ProxyProcess::start_with_env(
+        bin(),
+        "keepalive_timeout = \"1s\"",
+        &route(&b, ""),
+        &[("PINROUTE_COOKIE_KEY", "test-key-0123456789abcdef")],
+    )
+    .await
+    .unwrap();
+    let request = b"GET /api/health HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    for pause in [Duration::ZERO, Duration::from_millis(400)] {
+        // Within the timeout the connection is reused.
+        tokio::time::sleep(pause).await;
+        s.write_all(request).await.unwrap();
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{:?}", String::from_utf8_lossy(&buf[..n]));
+    }
+    let idle = Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await;
+    assert!(matches!(closed, Ok(Ok(0))), "the proxy closes the idle connection: {closed:?}");
+    let waited = idle.elapsed();
+    assert!(waited >= Duration::from_millis(800) && waited < Duration::from_secs(3), "closed after {waited:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_and_metrics_reflect_traffic() {
     let b = backends(&["a", "b"]);
     let p = proxy(&b, "").await;

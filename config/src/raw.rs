@@ -52,6 +52,8 @@ pub struct RawServer {
     pub threads: Option<usize>,
     /// One work-stealing runtime for all threads instead of one runtime per thread.
     pub work_stealing: Option<bool>,
+    /// How long an idle keep-alive client connection is kept open.
+    pub keepalive_timeout: Option<String>,
     /// Unix socket for the SIGQUIT listener hand-off.
     pub upgrade_sock: Option<String>,
     /// PID file.

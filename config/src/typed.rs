@@ -61,6 +61,9 @@ pub struct ServerSettings {
     /// Share one work-stealing runtime between the threads (default: one
     /// current-thread runtime per thread, measurably cheaper per request).
     pub work_stealing: bool,
+    /// How long an idle HTTP/1.1 keep-alive client connection stays open
+    /// waiting for its next request, in whole seconds; `None`: forever.
+    pub keepalive_timeout: Option<Duration>,
     /// Unix socket for the SIGQUIT listener hand-off.
     pub upgrade_sock: PathBuf,
     /// PID file.
@@ -340,6 +343,12 @@ fn server_settings(
         pid_file: raw.pid_file.as_ref().map(PathBuf::from).unwrap_or_else(|| tmp.join("pinroute.pid")),
         h2c: raw.h2c.unwrap_or(false),
         work_stealing: raw.work_stealing.unwrap_or(false),
+        keepalive_timeout: {
+            let d =
+                check.duration("server.keepalive_timeout", raw.keepalive_timeout.as_ref(), Duration::from_secs(75))?;
+            // pingora counts whole seconds; round up so "500ms" is not "forever".
+            (!d.is_zero()).then(|| Duration::from_secs(d.as_secs() + u64::from(d.subsec_nanos() > 0)))
+        },
         tls: raw.tls.as_ref().map(|t| gateway::tls(check, t, base_dir, ingress_mode)).transpose()?,
     })
 }

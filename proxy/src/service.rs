@@ -285,6 +285,11 @@ impl ProxyHttp for Pinroute {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let snapshot = self.shared.snapshot();
+        // pingora keeps an idle HTTP/1.1 connection forever; bound it (only
+        // where keep-alive is on: `Connection: close` and HTTP/1.0 stay closed).
+        if let (Some(_), Some(idle)) = (session.get_keepalive(), snapshot.config.server.keepalive_timeout) {
+            session.set_keepalive(Some(idle.as_secs()));
+        }
         ctx.client = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
         ctx.snapshot = Some(snapshot.clone());
         if let Some(problem) = framing_problem(session) {
