@@ -12,6 +12,7 @@ fn minimal_file_gets_production_defaults() {
     let config = parse("[[route]]\nbackends = [\"127.0.0.1:46580\"]\n").unwrap();
     assert_eq!(config.server.listen, vec!["0.0.0.0:8080".parse().unwrap()]);
     assert_eq!(config.server.admin, Some("127.0.0.1:9090".parse().unwrap()));
+    assert_eq!(config.server.keepalive_timeout, Some(Duration::from_secs(75)));
     assert_eq!(config.cookie.name, "SKYPILOT_ROUTEID");
     assert_eq!(config.cookie.max_age, Duration::from_secs(7 * 86400));
     assert!(config.cookie.key.is_none());
@@ -98,6 +99,19 @@ fn tls_files_are_optional_only_in_ingress_mode() {
     let file = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
     let err = parse(&format!("[server.tls]\ncert_file = {file:?}\n{ingress}")).unwrap_err().to_string();
     assert!(err.contains("key `server.tls.key_file`") && err.contains("spec.tls Secrets"), "{err}");
+}
+
+#[test]
+fn keepalive_timeout_rounds_up_to_seconds_and_zero_is_forever() {
+    let with = |value: &str| {
+        parse(&format!("[server]\nkeepalive_timeout = \"{value}\"\n[[route]]\nbackends=[\"127.0.0.1:1\"]"))
+            .map(|c| c.server.keepalive_timeout)
+    };
+    assert_eq!(with("500ms").unwrap(), Some(Duration::from_secs(1)));
+    assert_eq!(with("2m").unwrap(), Some(Duration::from_secs(120)));
+    assert_eq!(with("0s").unwrap(), None);
+    let err = with("soon").unwrap_err().to_string();
+    assert!(err.contains("key `server.keepalive_timeout`"), "{err}");
 }
 
 #[test]
