@@ -319,6 +319,39 @@ async fn idle_keepalive_connections_are_closed_after_keepalive_timeout() {
     assert!(waited >= Duration::from_millis(800) && waited < Duration::from_secs(3), "closed after {waited:?}");
 }
 
+/// Timer kinds (`tr` of /proc/net/tcp: 2 is keep-alive) of established
+/// IPv4 sockets whose local port is `local` (any when `None`) and remote port `remote`.
+fn socket_timers(local: Option<u16>, remote: u16) -> Vec<u8> {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let port = |address: &str| address.rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok());
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let matches = f.get(3) == Some(&"01")
+                && local.is_none_or(|l| port(f[1]) == Some(l))
+                && port(f.get(2)?) == Some(remote);
+            matches.then(|| u8::from_str_radix(f.get(5)?.split(':').next()?, 16).ok()).flatten()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_and_upstream_sockets_use_tcp_keepalive() {
+    let b = backends(&["a"]);
+    let p = proxy(&b, "").await;
+    let mut s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+    s.write_all(b"GET /api/health HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    // The proxy's end of this client connection, and its pooled connection to the backend.
+    let client_port = s.local_addr().unwrap().port();
+    assert_eq!(socket_timers(Some(p.addr.port()), client_port), [2], "client socket without a keep-alive timer");
+    assert!(socket_timers(None, b[0].addr.port()).contains(&2), "no upstream socket with a keep-alive timer");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_and_metrics_reflect_traffic() {
     let b = backends(&["a", "b"]);

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use pingora::apps::HttpServerOptions;
-use pingora::listeners::{L4BufferSettings, ListenerConfig};
+use pingora::listeners::{L4BufferSettings, ListenerConfig, TcpSocketOptions};
+use pingora::protocols::TcpKeepalive;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{ExecutionPhase, Server};
 use pingora::services::background::background_service;
@@ -89,7 +90,9 @@ pub fn run_with_state(config: Arc<Config>, shared: Arc<Shared>, options: RunOpti
         // of again by the HTTP parser; unbuffered reads go straight into the
         // parser's own buffers. (HTTPS listeners keep it: TLS reads in records.)
         let unbuffered_reads = L4BufferSettings { read: Some(0), write: None };
-        proxy.add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(unbuffered_reads));
+        proxy.add_listener(
+            ListenerConfig::tcp(addr.to_string()).l4_buffer(unbuffered_reads).tcp_socket_options(client_socket()),
+        );
     }
     let certs = match &config.server.tls {
         None => None,
@@ -100,7 +103,11 @@ pub fn run_with_state(config: Arc<Config>, shared: Arc<Shared>, options: RunOpti
             };
             let certs = CertResolver::new(file);
             for addr in &tls.listen {
-                proxy.add_tls_with_settings(&addr.to_string(), None, listener_settings(certs.clone())?);
+                proxy.add_tls_with_settings(
+                    &addr.to_string(),
+                    Some(client_socket()),
+                    listener_settings(certs.clone())?,
+                );
             }
             Some(certs)
         }
@@ -138,6 +145,28 @@ pub fn run_with_state(config: Arc<Config>, shared: Arc<Shared>, options: RunOpti
     exit_when_drained(&server, shared, config.server.grace_period);
     tracing::info!(listen = ?config.server.listen, admin = ?config.server.admin, routes = config.routes.len(), "pinroute starting");
     server.run_forever()
+}
+
+/// TCP keep-alive on client and upstream sockets: a peer that vanished
+/// without a FIN (a laptop closed on an open log stream or SSH tunnel) is
+/// found within about two minutes, and what it held is released. Probes
+/// cover idle sockets; `TCP_USER_TIMEOUT` covers sockets with data sent and
+/// never acknowledged (a stream writing to a gone client), which would
+/// otherwise retransmit for ~15 minutes.
+pub fn tcp_keepalive() -> TcpKeepalive {
+    TcpKeepalive {
+        idle: Duration::from_secs(60),
+        interval: Duration::from_secs(10),
+        count: 6,
+        user_timeout: Duration::from_secs(120),
+    }
+}
+
+/// Options of accepted client sockets: TCP keep-alive.
+fn client_socket() -> TcpSocketOptions {
+    let mut options = TcpSocketOptions::default();
+    options.tcp_keepalive = Some(tcp_keepalive());
+    options
 }
 
 /// pingora sleeps the whole grace period after SIGTERM; end the process as

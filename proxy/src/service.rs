@@ -365,6 +365,7 @@ impl ProxyHttp for Pinroute {
         let mut peer = HttpPeer::new(entry.discovered.addr, false, String::new());
         peer.options.connection_timeout = Some(timeouts.connect);
         peer.options.write_timeout = Some(timeouts.write);
+        peer.options.tcp_keepalive = Some(crate::server::tcp_keepalive());
         // Upgraded connections (SSH tunnels) may sit idle for hours.
         peer.options.read_timeout = if session.is_upgrade_req() { None } else { Some(timeouts.read) };
         Ok(Box::new(peer))
