@@ -347,9 +347,19 @@ async fn client_and_upstream_sockets_use_tcp_keepalive() {
     let n = s.read(&mut buf).await.unwrap();
     assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
     // The proxy's end of this client connection, and its pooled connection to the backend.
+    // (Until the last data is acknowledged the retransmission timer shows instead.)
     let client_port = s.local_addr().unwrap().port();
-    assert_eq!(socket_timers(Some(p.addr.port()), client_port), [2], "client socket without a keep-alive timer");
-    assert!(socket_timers(None, b[0].addr.port()).contains(&2), "no upstream socket with a keep-alive timer");
+    let proxy_port = p.addr.port();
+    let client_side =
+        wait_until(Duration::from_secs(3), || async { socket_timers(Some(proxy_port), client_port) == [2] });
+    assert!(
+        client_side.await,
+        "client socket without a keep-alive timer: {:?}",
+        socket_timers(Some(proxy_port), client_port)
+    );
+    let backend_port = b[0].addr.port();
+    let upstream = wait_until(Duration::from_secs(3), || async { socket_timers(None, backend_port).contains(&2) });
+    assert!(upstream.await, "no upstream socket with a keep-alive timer: {:?}", socket_timers(None, backend_port));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
