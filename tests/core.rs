@@ -319,9 +319,9 @@ async fn idle_keepalive_connections_are_closed_after_keepalive_timeout() {
     assert!(waited >= Duration::from_millis(800) && waited < Duration::from_secs(3), "closed after {waited:?}");
 }
 
-/// Timer kinds (`tr` of /proc/net/tcp: 2 is keep-alive) of established
-/// IPv4 sockets whose local port is `local` (any when `None`) and remote port `remote`.
-fn socket_timers(local: Option<u16>, remote: u16) -> Vec<u8> {
+/// Established IPv4 sockets of this machine: (local port, remote port,
+/// timer kind: the `tr` of /proc/net/tcp, 2 for keep-alive).
+fn established_sockets() -> Vec<(u16, u16, u8)> {
     let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
     let port = |address: &str| address.rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok());
     table
@@ -329,12 +329,41 @@ fn socket_timers(local: Option<u16>, remote: u16) -> Vec<u8> {
         .skip(1)
         .filter_map(|line| {
             let f: Vec<&str> = line.split_whitespace().collect();
-            let matches = f.get(3) == Some(&"01")
-                && local.is_none_or(|l| port(f[1]) == Some(l))
-                && port(f.get(2)?) == Some(remote);
-            matches.then(|| u8::from_str_radix(f.get(5)?.split(':').next()?, 16).ok()).flatten()
+            let timer = u8::from_str_radix(f.get(5)?.split(':').next()?, 16).ok()?;
+            (f.get(3) == Some(&"01")).then_some((port(f.get(1)?)?, port(f.get(2)?)?, timer))
         })
         .collect()
+}
+
+/// Timer kinds of the established sockets from `local` (any when `None`) to `remote`.
+fn socket_timers(local: Option<u16>, remote: u16) -> Vec<u8> {
+    established_sockets()
+        .into_iter()
+        .filter(|(l, r, _)| local.is_none_or(|want| *l == want) && *r == remote)
+        .map(|(_, _, timer)| timer)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_http2_connections_are_closed_after_keepalive_timeout() {
+    let b = backends(&["a"]);
+    let p = ProxyProcess::start_with_env(
+        bin(),
+        "h2c = true\nkeepalive_timeout = \"1s\"",
+        &route(&b, ""),
+        &[("PINROUTE_COOKIE_KEY", "test-key-0123456789abcdef")],
+    )
+    .await
+    .unwrap();
+    let h2 = reqwest::Client::builder().no_proxy().http2_prior_knowledge().build().unwrap();
+    let r = h2.get(p.url("/api/health")).send().await.unwrap();
+    assert_eq!((r.version(), r.status().as_u16()), (reqwest::Version::HTTP_2, 200));
+    let port = p.addr.port();
+    let open = || established_sockets().iter().filter(|(local, _, _)| *local == port).count();
+    assert_eq!(open(), 1, "the client keeps its HTTP/2 connection");
+    let closed = wait_until(Duration::from_secs(4), || async { open() == 0 }).await;
+    assert!(closed, "the proxy closes the HTTP/2 connection once it has no streams for 1 s");
+    drop(h2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -61,8 +61,8 @@ pub struct ServerSettings {
     /// Share one work-stealing runtime between the threads (default: one
     /// current-thread runtime per thread, measurably cheaper per request).
     pub work_stealing: bool,
-    /// How long an idle HTTP/1.1 keep-alive client connection stays open
-    /// waiting for its next request, in whole seconds; `None`: forever.
+    /// How long an idle client connection (HTTP/1.1 between requests, HTTP/2
+    /// without streams) stays open, in whole seconds; `None`: forever.
     pub keepalive_timeout: Option<Duration>,
     /// Unix socket for the SIGQUIT listener hand-off.
     pub upgrade_sock: PathBuf,

@@ -112,12 +112,12 @@ pub fn run_with_state(config: Arc<Config>, shared: Arc<Shared>, options: RunOpti
             Some(certs)
         }
     };
-    if config.server.h2c {
-        if let Some(app) = proxy.app_logic_mut() {
-            let mut options = HttpServerOptions::default();
-            options.h2c = true;
-            app.server_options = Some(options);
-        }
+    if let Some(app) = proxy.app_logic_mut() {
+        let mut options = HttpServerOptions::default();
+        options.h2c = config.server.h2c;
+        // An HTTP/2 connection without streams is closed like an idle HTTP/1.1 one.
+        options.h2_idle_timeout = config.server.keepalive_timeout;
+        app.server_options = Some(options);
     }
     server.add_service(proxy);
     if let Some(admin) = config.server.admin {
