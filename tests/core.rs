@@ -28,9 +28,14 @@ fn route(backends: &[BackendProcess], extra: &str) -> String {
 }
 
 async fn proxy(backends: &[BackendProcess], extra: &str) -> ProxyProcess {
+    proxy_with_server(backends, "", extra).await
+}
+
+/// A proxy with `server_extra` under `[server]` and `extra` in its route.
+async fn proxy_with_server(backends: &[BackendProcess], server_extra: &str, extra: &str) -> ProxyProcess {
     ProxyProcess::start_with_env(
         bin(),
-        "",
+        server_extra,
         &route(backends, extra),
         &[("PINROUTE_COOKIE_KEY", "test-key-0123456789abcdef")],
     )
@@ -294,14 +299,7 @@ async fn malformed_and_smuggling_requests_are_rejected() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_keepalive_connections_are_closed_after_keepalive_timeout() {
     let b = backends(&["a"]);
-    let p = ProxyProcess::start_with_env(
-        bin(),
-        "keepalive_timeout = \"1s\"",
-        &route(&b, ""),
-        &[("PINROUTE_COOKIE_KEY", "test-key-0123456789abcdef")],
-    )
-    .await
-    .unwrap();
+    let p = proxy_with_server(&b, "keepalive_timeout = \"1s\"", "").await;
     let request = b"GET /api/health HTTP/1.1\r\nHost: x\r\n\r\n";
     let mut s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
     let mut buf = vec![0u8; 4096];
@@ -347,14 +345,7 @@ fn socket_timers(local: Option<u16>, remote: u16) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_http2_connections_are_closed_after_keepalive_timeout() {
     let b = backends(&["a"]);
-    let p = ProxyProcess::start_with_env(
-        bin(),
-        "h2c = true\nkeepalive_timeout = \"1s\"",
-        &route(&b, ""),
-        &[("PINROUTE_COOKIE_KEY", "test-key-0123456789abcdef")],
-    )
-    .await
-    .unwrap();
+    let p = proxy_with_server(&b, "h2c = true\nkeepalive_timeout = \"1s\"", "").await;
     let h2 = reqwest::Client::builder().no_proxy().http2_prior_knowledge().build().unwrap();
     let r = h2.get(p.url("/api/health")).send().await.unwrap();
     assert_eq!((r.version(), r.status().as_u16()), (reqwest::Version::HTTP_2, 200));
