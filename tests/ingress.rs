@@ -406,10 +406,14 @@ async fn tls_from_the_ingress_secret_with_ssl_redirect_and_rotation() {
     let mut c = Cluster::new().await;
     c.release("skypilot", "/", &format!("{ALICE}\n"), 1);
     c.kube.add_object(Kind::Secret, tls_secret(&cert, &key));
-    let mut ingress = chart_ingress("skypilot", "/", &[]);
-    ingress["spec"]["rules"][0]["host"] = json!("sky.example.com");
-    ingress["spec"]["tls"] = json!([{"hosts": ["sky.example.com"], "secretName": "sky-tls"}]);
-    c.kube.update_object(Kind::Ingress, ingress);
+    // The chart's Ingress with `ingress.host` and a `spec.tls` naming the Secret.
+    let tls_ingress = |extra: &[(&str, &str)]| {
+        let mut ingress = chart_ingress("skypilot", "/", extra);
+        ingress["spec"]["rules"][0]["host"] = json!("sky.example.com");
+        ingress["spec"]["tls"] = json!([{"hosts": ["sky.example.com"], "secretName": "sky-tls"}]);
+        ingress
+    };
+    c.kube.update_object(Kind::Ingress, tls_ingress(&[]));
     // An HTTPS listener without certificate files: the Secrets supply them.
     let tls_port = free_port();
     let p = c.proxy_with(&format!("[server.tls]\nlisten = [\"127.0.0.1:{tls_port}\"]\n"), "").await;
@@ -431,13 +435,7 @@ async fn tls_from_the_ingress_secret_with_ssl_redirect_and_rotation() {
     let r = plain.get(p.url("/api/health?x=1")).header("host", "sky.example.com").send().await.unwrap();
     assert_eq!(r.status(), 308);
     assert_eq!(r.headers()["location"], format!("https://sky.example.com:{tls_port}/api/health?x=1"));
-    let off = {
-        let mut i = chart_ingress("skypilot", "/", &[("ssl-redirect", "false")]);
-        i["spec"]["rules"][0]["host"] = json!("sky.example.com");
-        i["spec"]["tls"] = json!([{"hosts": ["sky.example.com"], "secretName": "sky-tls"}]);
-        i
-    };
-    c.kube.update_object(Kind::Ingress, off);
+    c.kube.update_object(Kind::Ingress, tls_ingress(&[("ssl-redirect", "false")]));
     let unredirected = wait_until(Duration::from_secs(10), || async {
         let r = plain.get(p.url("/api/health")).header("host", "sky.example.com").header("authorization", &alice);
         r.send().await.is_ok_and(|r| r.status() == 200)

@@ -2,7 +2,7 @@
 //! kube client (and its tokio resources) is created after the server started.
 //! The watches restart when a reload changes the config.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -127,7 +127,7 @@ impl IngressDiscovery {
         let last_good: std::sync::Mutex<HashMap<String, Vec<RouteConfig>>> = std::sync::Mutex::new(HashMap::new());
         let certs = self.certs.clone();
         let told_no_listener = std::sync::atomic::AtomicBool::new(false);
-        let unknown_seen: std::sync::Mutex<HashSet<(String, String)>> = std::sync::Mutex::new(HashSet::new());
+        let unknown_seen: std::sync::Mutex<BTreeSet<(String, String)>> = std::sync::Mutex::new(BTreeSet::new());
         let on_change: TranslationHook = Arc::new(move |translation: Translation| {
             let routes = keep_last_good(&last_good, &translation);
             match &certs {
@@ -158,12 +158,11 @@ impl IngressDiscovery {
             }
             // Once per Ingress and annotation, not at every translation.
             if let Ok(mut seen) = unknown_seen.lock() {
-                for (ingress, annotation) in &translation.unknown_annotations {
-                    if !seen.contains(&(ingress.clone(), annotation.clone())) {
-                        tracing::info!(%ingress, %annotation, "unknown annotation ignored");
-                    }
+                let now: BTreeSet<(String, String)> = translation.unknown_annotations.iter().cloned().collect();
+                for (ingress, annotation) in now.difference(&seen) {
+                    tracing::info!(%ingress, %annotation, "unknown annotation ignored");
                 }
-                *seen = translation.unknown_annotations.iter().cloned().collect();
+                *seen = now;
             }
             for (ingress, warning) in &translation.warnings {
                 tracing::info!(%ingress, %warning, "Ingress served with a difference from ingress-nginx");
