@@ -6,7 +6,7 @@
 use std::net::IpAddr;
 use std::time::Instant;
 
-use pingora::proxy::Session;
+use http::request::Parts;
 use pinroute_config::TlsSettings;
 
 use crate::affinity::request_id_of;
@@ -58,13 +58,8 @@ pub struct Admission {
     pub strip_headers: Vec<http::HeaderName>,
 }
 
-/// Whether the client connection is TLS.
-pub fn is_tls(session: &Session) -> bool {
-    session.digest().and_then(|d| d.ssl_digest.as_ref()).is_some()
-}
-
 /// The request's host, lower-case, without port.
-pub fn request_host(header: &pingora::http::RequestHeader) -> Option<String> {
+pub fn request_host(header: &Parts) -> Option<String> {
     let raw = header
         .headers
         .get(http::header::HOST)
@@ -81,12 +76,12 @@ pub fn request_host(header: &pingora::http::RequestHeader) -> Option<String> {
 /// Asks the auth service (ingress-nginx's `auth-url` contract) and turns
 /// its verdict into the headers to add upstream or the reply to give.
 async fn oauth2_verdict(
-    session: &Session,
+    header: &Parts,
+    tls: bool,
     gate: &OAuth2Gate,
     host: Option<&str>,
     client: Option<IpAddr>,
 ) -> Result<Vec<(http::HeaderName, http::HeaderValue)>, LocalReply> {
-    let header = session.req_header();
     let raw_host = header.headers.get(http::header::HOST).and_then(|v| v.to_str().ok()).or(host).unwrap_or("");
     let cookies: Vec<&[u8]> = header.headers.get_all(http::header::COOKIE).iter().map(|v| v.as_bytes()).collect();
     let joined = cookies.join(&b"; "[..]);
@@ -94,7 +89,7 @@ async fn oauth2_verdict(
         method: header.method.as_str(),
         uri: header.uri.path_and_query().map_or("/", |p| p.as_str()),
         host: raw_host,
-        scheme: if is_tls(session) { "https" } else { "http" },
+        scheme: if tls { "https" } else { "http" },
         client_ip: client,
         cookie: (!cookies.is_empty()).then_some(&joined[..]),
         authorization: header.headers.get(http::header::AUTHORIZATION).map(|v| v.as_bytes()),
@@ -116,13 +111,17 @@ async fn oauth2_verdict(
 }
 
 /// Decides whether and how a request enters; see the module doc.
-pub async fn admit(session: &Session, snapshot: &Snapshot, client: Option<IpAddr>) -> Result<Admission, LocalReply> {
-    let header = session.req_header();
+pub async fn admit(
+    header: &Parts,
+    tls: bool,
+    snapshot: &Snapshot,
+    client: Option<IpAddr>,
+) -> Result<Admission, LocalReply> {
     let path = normalize_path(header.uri.path()).map_err(|e| LocalReply::new(400, format!("Bad request: {e}.")))?;
     let host = request_host(header);
     let route = match_route(&snapshot.config, host.as_deref(), &path);
-    let redirect = |tls: &&TlsSettings| {
-        !is_tls(session) && (tls.redirect_http || route.is_some_and(|r| snapshot.config.routes[r].https_redirect))
+    let redirect = |settings: &&TlsSettings| {
+        !tls && (settings.redirect_http || route.is_some_and(|r| snapshot.config.routes[r].https_redirect))
     };
     if let Some(tls) = snapshot.config.server.tls.as_ref().filter(redirect) {
         let port = tls.listen.first().map_or(443, |a| a.port());
@@ -150,7 +149,7 @@ pub async fn admit(session: &Session, snapshot: &Snapshot, client: Option<IpAddr
         }
         if let Some(oauth2) = &gate.oauth2 {
             admission.strip_headers = oauth2.response_headers().to_vec();
-            admission.auth_headers = oauth2_verdict(session, oauth2, host.as_deref(), client).await?;
+            admission.auth_headers = oauth2_verdict(header, tls, oauth2, host.as_deref(), client).await?;
         }
     }
 

@@ -2,8 +2,9 @@
 //! keeps every client request alive while the servers behind it are
 //! cordoned, upgraded and replaced.
 //!
-//! This crate owns the request path (pingora hooks around a pure routing
-//! decision), the sticky cookie, the admin API and metrics, and the binary.
+//! This crate owns the request path (its own engine on pingora-core around
+//! a pure routing decision), the sticky cookie, the admin API and metrics,
+//! and the binary.
 //! It is the only crate that knows pingora; it learns backends from
 //! `pinroute-discovery` and settings from `pinroute-config`.
 
@@ -16,16 +17,15 @@ pub mod auth;
 pub mod cookie;
 pub mod demo;
 pub mod discovery_service;
+pub mod engine;
 pub mod forwarded;
 pub mod gateway;
 pub mod health;
 pub mod metrics;
 pub mod normalize;
 pub mod reload;
-pub mod reply;
 pub mod route;
 pub mod server;
-pub mod service;
 pub mod snapshot;
 pub mod state;
 pub mod tls;

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use pingora::apps::HttpServerOptions;
 use pingora::listeners::{L4BufferSettings, ListenerConfig, TcpSocketOptions};
 use pingora::protocols::TcpKeepalive;
 use pingora::server::configuration::{Opt, ServerConf};
@@ -18,11 +17,11 @@ use pinroute_config::Config;
 use crate::admin::AdminApp;
 use crate::cookie::PinKey;
 use crate::discovery_service::{IngressDiscovery, KubeDiscovery};
+use crate::engine::Engine;
 use crate::gateway::build_gates;
 use crate::health::HealthChecker;
 use crate::metrics::Metrics;
 use crate::reload::Reloader;
-use crate::service::Pinroute;
 use crate::state::Shared;
 use crate::tls::{listener_settings, CertResolver, ReloadingCert};
 
@@ -69,9 +68,6 @@ pub fn run_with_state(config: Arc<Config>, shared: Arc<Shared>, options: RunOpti
         work_stealing: config.server.work_stealing,
         grace_period_seconds: Some(config.server.grace_period.as_secs().max(1)),
         graceful_shutdown_timeout_seconds: Some(5),
-        // Connect tries are bounded per route by the service; this bounds every
-        // attempt of a request (connect retries, request-id probes, one replay).
-        max_retries: config.routes.iter().map(|r| r.connect_tries).max().unwrap_or(1) + 9,
         upgrade_sock: config.server.upgrade_sock.to_string_lossy().into_owned(),
         pid_file: config.server.pid_file.to_string_lossy().into_owned(),
         ..ServerConf::default()
@@ -80,11 +76,9 @@ pub fn run_with_state(config: Arc<Config>, shared: Arc<Shared>, options: RunOpti
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        Pinroute::new(shared.clone()),
-        "pinroute proxy",
-    );
+    // An HTTP/2 connection without streams is closed like an idle HTTP/1.1 one.
+    let engine = Engine::new(shared.clone(), config.server.h2c, config.server.keepalive_timeout);
+    let mut proxy = Service::new("pinroute proxy".to_string(), engine);
     for addr in &config.server.listen {
         // pingora's default 64 KiB read buffer per connection is copied out
         // of again by the HTTP parser; unbuffered reads go straight into the
@@ -112,13 +106,6 @@ pub fn run_with_state(config: Arc<Config>, shared: Arc<Shared>, options: RunOpti
             Some(certs)
         }
     };
-    if let Some(app) = proxy.app_logic_mut() {
-        let mut options = HttpServerOptions::default();
-        options.h2c = config.server.h2c;
-        // An HTTP/2 connection without streams is closed like an idle HTTP/1.1 one.
-        options.h2_idle_timeout = config.server.keepalive_timeout;
-        app.server_options = Some(options);
-    }
     server.add_service(proxy);
     if let Some(admin) = config.server.admin {
         let mut service = Service::new("pinroute admin".to_string(), AdminApp::new(shared.clone()));

@@ -10,6 +10,7 @@ pub mod fake_kube;
 /// The sky-CLI-shaped load driver (shared with `pinroute demo --rolling`).
 pub use pinroute::demo::load;
 pub mod process;
+pub mod raw_backend;
 pub mod watch_reader;
 
 pub use process::{free_port, http_client, wait_until, BackendProcess, ProxyProcess};

@@ -1,0 +1,64 @@
+//! pinroute's proxy engine on pingora-core: the client connection loop,
+//! one request's walk (`exchange`), upstream connections kept with the
+//! client connection and in a per-thread pool, the body pump, the upgrade
+//! tunnel and the retry rules.
+//!
+//! pingora gives the server, listeners, TLS, the HTTP/1 and HTTP/2 codecs
+//! and the SIGQUIT hand-off; the engine owns what a proxy framework would
+//! do between them. It is the only part of pinroute that knows pingora's
+//! session types: the pure core (`admit`, `route`, cookie, affinity) sees
+//! plain `http` types.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use pingora::apps::{HttpServerOptions, ServerApp};
+use pingora::protocols::Stream;
+use pingora::server::ShutdownWatch;
+
+use crate::state::Shared;
+
+mod body;
+mod connection;
+mod exchange;
+mod filters;
+mod log;
+pub mod pool;
+mod reply;
+mod request;
+mod request_head;
+pub mod retry;
+mod tunnel;
+pub mod upstream;
+
+pub use connection::Http2Front;
+
+/// The proxy service's application: every client connection starts here.
+pub struct Engine {
+    shared: Arc<Shared>,
+    h2: Arc<Http2Front>,
+    h2c: bool,
+}
+
+impl Engine {
+    /// An engine over `shared`. `h2c`: HTTP/2 with prior knowledge on plain
+    /// listeners; `h2_idle`: an HTTP/2 connection without streams closes
+    /// after this.
+    pub fn new(shared: Arc<Shared>, h2c: bool, h2_idle: Option<std::time::Duration>) -> Engine {
+        let mut options = HttpServerOptions::default();
+        options.h2c = h2c;
+        options.h2_idle_timeout = h2_idle;
+        let h2 = Arc::new(Http2Front::new(shared.clone(), options));
+        Engine { shared, h2, h2c }
+    }
+}
+
+#[async_trait]
+impl ServerApp for Engine {
+    async fn process_new(self: &Arc<Self>, mut stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+        if connection::speaks_h2(&mut stream, self.h2c).await {
+            return self.h2.process_new(stream, shutdown).await;
+        }
+        connection::serve_http1(&self.shared, stream, shutdown).await
+    }
+}

@@ -1,0 +1,398 @@
+//! One request's walk, in order: admit (framing, path, auth) → route (the
+//! pure `route()`) → upstream (the bound connection, the pool, or a new
+//! one) → forward the head and pump the bodies → response filters (request
+//! ids, cookie) → log and metrics. Every step reads the request's one
+//! snapshot; retries go back to the upstream step only.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header;
+use pingora::protocols::http::v1::client::HttpSession as UpstreamSession;
+use pingora::protocols::http::ServerSession;
+use pingora::ErrorType;
+
+use super::body::{pump_response_body, read_small, send_request_body, PumpError, RequestBody};
+use super::filters::{client_head, elsewhere, learn_request_ids};
+use super::log::{record, Outcome};
+use super::reply::{self, UNAVAILABLE};
+use super::request::RequestCtx;
+use super::request_head::{is_upgrade, upstream_head, HeadFacts};
+use super::retry::{after_failure, AfterFailure, AttemptError, AttemptFacts, Elsewhere};
+use super::tunnel;
+use super::upstream::{connect, BoundSlot};
+use crate::admit::admit;
+use crate::route::{next_owner_candidate, owner_of, Decision, Forward, PinOutcome};
+use crate::state::Shared;
+
+/// Largest `/api/cancel` body read for its ids (it only lists ids).
+const CANCEL_BODY_MAX: usize = 16 * 1024;
+
+/// Serves one request on `down`; `true` when the client connection may
+/// carry another one.
+pub async fn serve(shared: &Arc<Shared>, down: &mut ServerSession, slot: &mut BoundSlot) -> bool {
+    let start = Instant::now();
+    let snapshot = shared.snapshot();
+    // An idle keep-alive connection is closed after `keepalive_timeout`
+    // (only where keep-alive is on: `Connection: close` and HTTP/1.0 stay closed).
+    if let (Some(_), Some(idle)) = (down.get_keepalive(), snapshot.config.server.keepalive_timeout) {
+        down.set_keepalive(Some(idle.as_secs()));
+    }
+    let client = down.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+    let mut ctx = RequestCtx::new(snapshot, client, start);
+    let outcome = walk(shared, down, slot, &mut ctx).await;
+    record(shared, &ctx, down, &outcome);
+    ctx.guard = None;
+    outcome.reusable()
+}
+
+async fn walk(shared: &Arc<Shared>, down: &mut ServerSession, slot: &mut BoundSlot, ctx: &mut RequestCtx) -> Outcome {
+    if let Some(problem) = framing_problem(down) {
+        return local(down, 400, problem, &[], false).await;
+    }
+    let tls = down.digest().and_then(|d| d.ssl_digest.as_ref()).is_some();
+    let admission = match admit(down.req_header(), tls, &ctx.snapshot, ctx.client).await {
+        Ok(admission) => admission,
+        Err(reply) => return local(down, reply.status, &reply.detail, &reply.headers, true).await,
+    };
+    let route_index = admission.route;
+    ctx.route = Some(route_index);
+    ctx.rel_path = admission.rel_path;
+    ctx.upstream_uri = admission.upstream_uri;
+    ctx.cookie = admission.cookie;
+    ctx.request_id = admission.request_id;
+    ctx.auth_headers = admission.auth_headers;
+    ctx.strip_headers = admission.strip_headers;
+    let max_body = ctx.snapshot.config.routes[route_index].max_body;
+
+    // The proxy answers `Expect: 100-continue` itself, as nginx does: the
+    // body is read (and, when small, held) before a backend is chosen.
+    let expects = down
+        .req_header()
+        .headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let answered_continue = expects && !down.is_body_empty();
+    if answered_continue && down.write_continue_response().await.is_err() {
+        return Outcome::closed(0, "client went away");
+    }
+    let declared = declared_length(down);
+    let body = match read_small(down, declared, max_body).await {
+        Ok(body) => body,
+        Err(PumpError::TooLarge) => return too_large(down, max_body).await,
+        Err(e) => return pump_failed(down, e).await,
+    };
+    if ctx.request_id.is_none() && ctx.rel_path == "/api/cancel" {
+        if let RequestBody::Held(bytes) = &body {
+            ctx.request_id = (bytes.len() <= CANCEL_BODY_MAX).then(|| cancel_request_id(bytes)).flatten();
+        }
+    }
+
+    if !choose_first(shared, ctx, route_index).await {
+        let retry_after = [("retry-after".to_string(), "5".to_string())];
+        return local(down, 503, UNAVAILABLE, &retry_after, true).await;
+    }
+    proxy(shared, down, slot, ctx, &body, HeadOptions { tls, answered_continue, max_body }).await
+}
+
+/// Picks the first backend: the owner of a known request id, else the
+/// routing decision, else a held wait for a Ready one.
+async fn choose_first(shared: &Shared, ctx: &mut RequestCtx, route_index: usize) -> bool {
+    let now = Instant::now();
+    if let Some(owner) = ctx.request_id.as_deref().and_then(|id| shared.request_ids.lookup(id, now)) {
+        ctx.id_known = true;
+        if let Some(backend) = owner_of(&ctx.snapshot, route_index, &owner, now) {
+            shared.metrics.request_id_routed.inc();
+            ctx.commit(Forward { route: route_index, backend, pin: PinOutcome::RequestId });
+            return true;
+        }
+    }
+    let snapshot = ctx.snapshot.clone();
+    match ctx.decide(&snapshot, route_index) {
+        Decision::Forward(forward) => ctx.commit(forward),
+        Decision::Unavailable => match ctx.hold(shared, route_index).await {
+            Some(forward) => ctx.commit(forward),
+            None => return false,
+        },
+    }
+    true
+}
+
+/// What the upstream head needs from the admission.
+#[derive(Debug, Clone, Copy)]
+struct HeadOptions {
+    tls: bool,
+    answered_continue: bool,
+    max_body: u64,
+}
+
+/// The upstream step and everything after it; retries loop back here.
+async fn proxy(
+    shared: &Arc<Shared>,
+    down: &mut ServerSession,
+    slot: &mut BoundSlot,
+    ctx: &mut RequestCtx,
+    body: &RequestBody,
+    options: HeadOptions,
+) -> Outcome {
+    let method = down.req_header().method.clone();
+    let idempotent = method.is_idempotent();
+    let upgrade = is_upgrade(down.req_header());
+    // A request that cannot be sent twice only goes on a kept connection
+    // that still looks open; the others go at once, and are resent on a
+    // fresh connection if the kept one turns out dead.
+    let check = !(idempotent && body.is_held());
+    let mut resent = false;
+    loop {
+        let (Some(forward), Some(entry)) = (ctx.current, ctx.entry().cloned()) else {
+            return local(down, 503, UNAVAILABLE, &[], true).await;
+        };
+        let config = &ctx.snapshot.config.routes[forward.route];
+        let (timeouts, connect_tries) = (config.timeouts, config.connect_tries);
+        let addr = entry.discovered.addr;
+        let now = Instant::now();
+        let kept = if resent { None } else { slot.checkout(addr, check, now).await };
+        let reused = kept.is_some();
+        let stream = match kept {
+            Some(kept) => kept.stream,
+            None => match connect(addr, timeouts.connect).await {
+                Ok(stream) => stream,
+                Err(error) => {
+                    entry.runtime.record_connect_failure(now);
+                    tracing::warn!(backend = %entry.discovered.id, ?error, "connect failed; backend ejected");
+                    ctx.connect_failures += 1;
+                    ctx.leave_current();
+                    let facts = AttemptFacts {
+                        idempotent,
+                        body_held: body.is_held(),
+                        reused: false,
+                        connect_failures: ctx.connect_failures,
+                        connect_tries,
+                        resent,
+                    };
+                    if after_failure(error, facts) == AfterFailure::NextBackend && choose_next(ctx, None) {
+                        shared.metrics.retries.inc();
+                        continue;
+                    }
+                    // Nothing reached any backend: the JSON 503 the client retries.
+                    return local(down, 503, UNAVAILABLE, &[], true).await;
+                }
+            },
+        };
+        let mut up = UpstreamSession::new(stream);
+        up.read_timeout = (!upgrade).then_some(timeouts.read);
+        up.write_timeout = Some(timeouts.write);
+        let head = upstream_head(
+            down.req_header(),
+            &HeadFacts {
+                client: ctx.client,
+                proto: if options.tls { "https" } else { "http" },
+                strip: &ctx.strip_headers,
+                add: &ctx.auth_headers,
+                target: ctx.upstream_uri.as_deref(),
+                has_body: body.present(),
+                answered_continue: options.answered_continue,
+            },
+        );
+        let head = match head {
+            Ok(head) => head,
+            Err(e) => return local(down, 400, &format!("Bad request: {}.", e.etype().as_str()), &[], false).await,
+        };
+        match send(down, &mut up, head, body, options.max_body).await {
+            Ok(()) => {}
+            Err(PumpError::TooLarge) => return too_large(down, options.max_body).await,
+            Err(PumpError::Downstream(e)) => return pump_failed(down, PumpError::Downstream(e)).await,
+            Err(PumpError::Upstream(e)) => {
+                let timed_out = matches!(e.etype(), ErrorType::ReadTimedout | ErrorType::WriteTimedout);
+                let facts = AttemptFacts {
+                    idempotent,
+                    body_held: body.is_held(),
+                    reused,
+                    connect_failures: ctx.connect_failures,
+                    connect_tries,
+                    resent,
+                };
+                match after_failure(AttemptError::Exchange { timed_out }, facts) {
+                    AfterFailure::FreshConnection => {
+                        tracing::debug!(backend = %entry.discovered.id, error = %e, "kept connection was closed; resending on a new one");
+                        resent = true;
+                        continue;
+                    }
+                    AfterFailure::Fail(504) => {
+                        let detail = format!("Upstream timed out: {}", e.etype().as_str());
+                        return local_failed(down, 504, &detail, e.to_string()).await;
+                    }
+                    _ => {
+                        let detail = format!("Bad gateway: the API server failed ({}).", e.etype().as_str());
+                        return local_failed(down, 502, &detail, e.to_string()).await;
+                    }
+                }
+            }
+        }
+        let Some(response) = up.resp_header() else {
+            return local_failed(down, 502, "Bad gateway: no response head.", String::new()).await;
+        };
+        let mut response = Box::new(response.clone());
+        let now = Instant::now();
+        entry.runtime.record_success();
+        learn_request_ids(shared, ctx, &response, now);
+        let status = response.status.as_u16();
+        let redirect = match elsewhere(ctx, status, method == http::Method::GET, body.is_held(), now) {
+            Some(Elsewhere::UnknownRequestId) => {
+                let mut tried = ctx.tried.clone();
+                tried.push(forward.backend);
+                // No backend left to ask: the 404 is the answer.
+                next_owner_candidate(&ctx.snapshot, forward.route, &tried, now)
+                    .map(|next| (Elsewhere::UnknownRequestId, Some(next)))
+            }
+            Some(Elsewhere::DrainingRefusal) => {
+                tracing::info!(backend = %entry.discovered.id, path = %ctx.rel_path, "draining backend refused the request; replaying on a ready one");
+                ctx.replayed = true;
+                Some((Elsewhere::DrainingRefusal, None))
+            }
+            None => None,
+        };
+        if let Some((why, fallback)) = redirect {
+            shared.metrics.replays.with_label_values(&[why.as_str()]).inc();
+            ctx.leave_current();
+            resent = false;
+            if choose_next(ctx, fallback) {
+                continue;
+            }
+            return local(down, 503, UNAVAILABLE, &[], true).await;
+        }
+        client_head(shared, ctx, &mut response, method == http::Method::HEAD);
+        let upgraded = status == 101 && upgrade;
+        if down.write_response_header(response).await.is_err() {
+            return Outcome::closed(status, "client went away");
+        }
+        if upgraded {
+            let end = tunnel::run(down, &mut up).await;
+            tracing::debug!(?end, "upgraded connection ended");
+            return Outcome::closed(status, "");
+        }
+        return match pump_response_body(down, &mut up).await {
+            Ok(()) => {
+                up.respect_keepalive();
+                if let Some(stream) = up.reuse().await {
+                    slot.bind(stream, addr, Instant::now());
+                }
+                Outcome::proxied(status)
+            }
+            Err(PumpError::Upstream(e)) => Outcome::closed(status, &e.to_string()),
+            Err(PumpError::Downstream(e)) => Outcome::closed(status, &e.to_string()),
+            Err(PumpError::TooLarge) => Outcome::closed(status, "too large"),
+        };
+    }
+}
+
+/// Writes the head and body upstream and reads the response head (past any
+/// informational one: the proxy answered `100-continue` itself).
+async fn send(
+    down: &mut ServerSession,
+    up: &mut UpstreamSession,
+    head: Box<pingora::http::RequestHeader>,
+    body: &RequestBody,
+    max_body: u64,
+) -> Result<(), PumpError> {
+    up.write_request_header(head).await.map_err(PumpError::Upstream)?;
+    send_request_body(down, up, body, max_body).await?;
+    loop {
+        up.read_response().await.map_err(PumpError::Upstream)?;
+        match up.resp_header().map(|r| r.status.as_u16()) {
+            Some(100..=199) if up.resp_header().is_some_and(|r| r.status != 101) => continue,
+            _ => return Ok(()),
+        }
+    }
+}
+
+/// Another backend for a retry: `fallback` (the next candidate owner of an
+/// unknown request id), else a fresh decision on the request's snapshot.
+fn choose_next(ctx: &mut RequestCtx, fallback: Option<usize>) -> bool {
+    let Some(route) = ctx.route else { return false };
+    let decision = match fallback {
+        Some(backend) => Decision::Forward(Forward { route, backend, pin: PinOutcome::RequestId }),
+        None => {
+            let snapshot = ctx.snapshot.clone();
+            ctx.decide(&snapshot, route)
+        }
+    };
+    match decision {
+        Decision::Forward(forward) => {
+            ctx.commit(forward);
+            true
+        }
+        Decision::Unavailable => false,
+    }
+}
+
+fn declared_length(down: &ServerSession) -> Option<u64> {
+    down.req_header()
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+}
+
+/// The first id in a cancel body, `{"request_ids": ["..."]}`.
+fn cancel_request_id(body: &Bytes) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let id = value.get("request_ids")?.as_array()?.first()?.as_str()?;
+    (id.len() >= crate::affinity::MIN_PREFIX).then(|| id.to_string())
+}
+
+/// Requests whose body framing two parsers could read differently (the
+/// classic smuggling vector) are refused outright. pingora itself follows
+/// RFC 9112 (Transfer-Encoding wins, Content-Length is dropped, the
+/// connection closes), so the raw header is consulted to see what the client
+/// really sent.
+fn framing_problem(down: &ServerSession) -> Option<&'static str> {
+    const BOTH: &str = "Bad request: both Content-Length and Transfer-Encoding.";
+    let header = down.req_header();
+    header.headers.get(header::TRANSFER_ENCODING)?;
+    if header.headers.contains_key(header::CONTENT_LENGTH) {
+        return Some(BOTH);
+    }
+    let raw = down.as_http1()?.get_headers_raw_bytes();
+    raw.split(|b| *b == b'\n')
+        .any(|line| line.len() >= 15 && line[..15].eq_ignore_ascii_case(b"content-length:"))
+        .then_some(BOTH)
+}
+
+async fn local(
+    down: &mut ServerSession,
+    status: u16,
+    detail: &str,
+    headers: &[(String, String)],
+    keep: bool,
+) -> Outcome {
+    match reply::json(down, status, detail, headers, keep).await {
+        Ok(()) if keep => Outcome::local(status),
+        Ok(()) => Outcome::closed(status, ""),
+        Err(e) => Outcome::closed(0, &e.to_string()),
+    }
+}
+
+async fn local_failed(down: &mut ServerSession, status: u16, detail: &str, error: String) -> Outcome {
+    let outcome = local(down, status, detail, &[], false).await;
+    outcome.with_error(error)
+}
+
+async fn too_large(down: &mut ServerSession, max_body: u64) -> Outcome {
+    let detail = format!("Request body larger than the limit of {max_body} bytes.");
+    local(down, 413, &detail, &[], false).await
+}
+
+/// The client's side failed while its body was read: a broken body gets a
+/// 400 if nothing was answered yet; a client that left gets nothing.
+async fn pump_failed(down: &mut ServerSession, error: PumpError) -> Outcome {
+    let PumpError::Downstream(e) = error else { return Outcome::closed(0, "") };
+    match e.etype() {
+        ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed | ErrorType::H2Error => {
+            Outcome::closed(0, &e.to_string())
+        }
+        ErrorType::ReadTimedout => local_failed(down, 408, "Request timed out.", e.to_string()).await,
+        _ => local_failed(down, 400, "Bad request.", e.to_string()).await,
+    }
+}

@@ -1,0 +1,38 @@
+//! Local replies: JSON bodies shaped like the SkyPilot server's own errors,
+//! `{"detail": "..."}`, which the sky CLI prints (and retries on 503).
+
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::protocols::http::ServerSession;
+use pingora::Result;
+
+/// The text of the JSON 503 the SkyPilot client retries.
+pub const UNAVAILABLE: &str = "No API server is available right now; please retry shortly.";
+
+/// Writes a complete JSON error response. `keep_alive`: the client
+/// connection may serve another request afterwards (the request body, if
+/// any, was read or will be drained).
+pub async fn json(
+    session: &mut ServerSession,
+    status: u16,
+    detail: &str,
+    extra: &[(String, String)],
+    keep_alive: bool,
+) -> Result<()> {
+    let body = Bytes::from(serde_json::json!({ "detail": detail }).to_string());
+    let mut header = ResponseHeader::build(status, Some(4 + extra.len()))?;
+    header.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+    header.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+    header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+    if status == 503 && !extra.iter().any(|(name, _)| name.eq_ignore_ascii_case("retry-after")) {
+        header.insert_header(http::header::RETRY_AFTER, "5")?;
+    }
+    for (name, value) in extra {
+        header.append_header(name.clone(), value.as_str())?;
+    }
+    if !keep_alive {
+        session.set_keepalive(None);
+    }
+    session.write_response_header(Box::new(header)).await?;
+    session.write_response_body(body, true).await
+}
