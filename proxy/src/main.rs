@@ -10,6 +10,9 @@ use pinroute_config::{raw_server, raw_static_route, Config, RawConfig};
 
 // A proxy allocates and frees small buffers on every request; mimalloc's
 // thread-local free lists cost a fraction of glibc malloc's (see benches/).
+// `--features system-allocator` builds with glibc malloc instead, which heap
+// profilers (heaptrack, valgrind's dhat and massif) can see into.
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

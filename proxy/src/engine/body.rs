@@ -7,9 +7,13 @@
 //! refuses the request unexecuted. Larger bodies stream and are never
 //! resent.
 
-use bytes::{Bytes, BytesMut};
-use pingora::protocols::http::v1::client::HttpSession as UpstreamSession;
+use std::io::Write;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
 use pingora::protocols::http::ServerSession;
+
+use super::upstream_http::{Connection, Framing, UpstreamError};
 
 /// Largest request body held whole (pingora-proxy's retry buffer was the same).
 pub const HOLD_LIMIT: u64 = 64 * 1024;
@@ -43,7 +47,7 @@ pub enum PumpError {
     /// The client's side failed (it went away, or sent a broken body).
     Downstream(Box<pingora::Error>),
     /// The backend's side failed.
-    Upstream(Box<pingora::Error>),
+    Upstream(UpstreamError),
     /// The body grew past the route's `max_body`.
     TooLarge,
 }
@@ -70,42 +74,67 @@ pub async fn read_small(
     Ok(if body.is_empty() { RequestBody::Empty } else { RequestBody::Held(body.freeze()) })
 }
 
-/// Sends the request body upstream (streaming it from the client unless held).
+/// Sends the request body upstream (streaming it from the client unless
+/// held), chunk-encoded when it has no declared length.
 pub async fn send_request_body(
     down: &mut ServerSession,
-    up: &mut UpstreamSession,
+    up: &mut Connection,
     body: &RequestBody,
+    chunked: bool,
     max_body: u64,
+    timeout: Duration,
 ) -> Result<(), PumpError> {
     match body {
-        RequestBody::Empty => {}
-        RequestBody::Held(bytes) => {
-            up.write_body(bytes).await.map_err(PumpError::Upstream)?;
-        }
+        RequestBody::Empty => return Ok(()),
+        RequestBody::Held(bytes) if !chunked => up.write(bytes, timeout).await.map_err(PumpError::Upstream)?,
+        RequestBody::Held(bytes) => up.write(&chunk(bytes), timeout).await.map_err(PumpError::Upstream)?,
         RequestBody::Streamed => {
             let mut sent: u64 = 0;
-            while let Some(chunk) = down.read_request_body().await.map_err(PumpError::Downstream)? {
-                sent += chunk.len() as u64;
+            while let Some(bytes) = down.read_request_body().await.map_err(PumpError::Downstream)? {
+                sent += bytes.len() as u64;
                 if sent > max_body {
                     return Err(PumpError::TooLarge);
                 }
-                up.write_body(&chunk).await.map_err(PumpError::Upstream)?;
+                if bytes.is_empty() {
+                    continue;
+                }
+                if chunked {
+                    up.write(&chunk(&bytes), timeout).await.map_err(PumpError::Upstream)?;
+                } else {
+                    up.write(&bytes, timeout).await.map_err(PumpError::Upstream)?;
+                }
             }
         }
     }
-    up.finish_body().await.map_err(PumpError::Upstream)?;
+    if chunked {
+        up.write(b"0\r\n\r\n", timeout).await.map_err(PumpError::Upstream)?;
+    }
     Ok(())
+}
+
+/// One chunk of a chunked body: size line, data, CRLF, in one buffer (one write).
+fn chunk(data: &[u8]) -> BytesMut {
+    let mut out = BytesMut::with_capacity(data.len() + 20);
+    let _ = write!((&mut out).writer(), "{:x}\r\n", data.len());
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+    out
 }
 
 /// Forwards the response body as it arrives, until the backend ends it or
 /// the client goes away (watched between chunks, so a client that left an
 /// idle log stream releases it at once, not at the next heartbeat).
-pub async fn pump_response_body(down: &mut ServerSession, up: &mut UpstreamSession) -> Result<(), PumpError> {
+pub async fn pump_response_body(
+    down: &mut ServerSession,
+    up: &mut Connection,
+    framing: &mut Framing,
+    timeout: Option<Duration>,
+) -> Result<(), PumpError> {
     loop {
         tokio::select! {
             // The backend first: a body already in hand costs no read of the client.
             biased;
-            chunk = up.read_body_bytes() => match chunk {
+            chunk = up.body_chunk(framing, timeout) => match chunk {
                 Ok(Some(bytes)) => down.write_response_body(bytes, false).await.map_err(PumpError::Downstream)?,
                 Ok(None) => break,
                 Err(e) => return Err(PumpError::Upstream(e)),

@@ -33,7 +33,7 @@ pub async fn speaks_h2(stream: &mut Stream, h2c: bool) -> bool {
 /// Serves HTTP/1 requests on `stream` until the client or the proxy ends
 /// the connection. The upstream connection of one request is kept for the
 /// next (see [`BoundSlot`]); pipelined requests are served in order.
-pub async fn serve_http1(shared: &Arc<Shared>, mut stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+pub async fn serve_http1(shared: &Arc<Shared>, mut stream: Stream, shutdown: &ShutdownWatch) {
     let mut slot = BoundSlot::default();
     let mut prefix: Option<BytesMut> = None;
     // The wait for the first request: `keepalive_timeout` ("0s": no limit).
@@ -48,15 +48,15 @@ pub async fn serve_http1(shared: &Arc<Shared>, mut stream: Stream, shutdown: &Sh
         match session.read_request().await {
             Ok(true) => {}
             // The client closed, or the keep-alive wait ran out.
-            Ok(false) => return None,
+            Ok(false) => return,
             Err(e) => {
                 tracing::debug!(error = %e, "malformed request");
                 let _ = session.respond_error(400).await;
-                return None;
+                return;
             }
         }
         if !exchange::serve(shared, &mut session, &mut slot).await {
-            return None;
+            return;
         }
         keepalive = session.get_keepalive();
         if *shutdown.borrow() {
@@ -65,7 +65,7 @@ pub async fn serve_http1(shared: &Arc<Shared>, mut stream: Stream, shutdown: &Sh
         }
         match session.finish().await {
             Ok(Some(reusable)) => (stream, prefix) = reusable.into_parts(),
-            _ => return None,
+            _ => return,
         }
     }
 }

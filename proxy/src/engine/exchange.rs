@@ -7,9 +7,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::header;
-use pingora::protocols::http::v1::client::HttpSession as UpstreamSession;
 use pingora::protocols::http::ServerSession;
 use pingora::ErrorType;
 
@@ -18,10 +17,11 @@ use super::filters::{client_head, elsewhere, learn_request_ids};
 use super::log::{record, Outcome};
 use super::reply::{self, UNAVAILABLE};
 use super::request::RequestCtx;
-use super::request_head::{is_upgrade, upstream_head, HeadFacts};
+use super::request_head::{is_upgrade, write_upstream_head, HeadFacts};
 use super::retry::{after_failure, AfterFailure, AttemptError, AttemptFacts, Elsewhere};
 use super::tunnel;
 use super::upstream::{connect, BoundSlot};
+use super::upstream_http::{Connection, Framing, Response};
 use crate::admit::admit;
 use crate::route::{next_owner_candidate, owner_of, Decision, Forward, PinOutcome};
 use crate::state::Shared;
@@ -93,7 +93,7 @@ async fn walk(shared: &Arc<Shared>, down: &mut ServerSession, slot: &mut BoundSl
         let retry_after = [("retry-after".to_string(), "5".to_string())];
         return local(down, 503, UNAVAILABLE, &retry_after, true).await;
     }
-    proxy(shared, down, slot, ctx, &body, HeadOptions { tls, answered_continue, max_body }).await
+    proxy(shared, down, slot, ctx, &body, HeadOptions { tls, answered_continue, max_body, declared }).await
 }
 
 /// Picks the first backend: the owner of a known request id, else the
@@ -125,6 +125,8 @@ struct HeadOptions {
     tls: bool,
     answered_continue: bool,
     max_body: u64,
+    /// The client's `Content-Length`.
+    declared: Option<u64>,
 }
 
 /// The upstream step and everything after it; retries loop back here.
@@ -139,6 +141,9 @@ async fn proxy(
     let method = down.req_header().method.clone();
     let idempotent = method.is_idempotent();
     let upgrade = is_upgrade(down.req_header());
+    let head_request = method == http::Method::HEAD;
+    // A body without a declared length goes chunked.
+    let chunked = body.present() && options.declared.is_none();
     // A request that cannot be sent twice only goes on a kept connection
     // that still looks open; the others go at once, and are resent on a
     // fresh connection if the kept one turns out dead.
@@ -180,64 +185,60 @@ async fn proxy(
                 }
             },
         };
-        let mut up = UpstreamSession::new(stream);
-        up.read_timeout = (!upgrade).then_some(timeouts.read);
-        up.write_timeout = Some(timeouts.write);
-        let head = upstream_head(
-            down.req_header(),
-            &HeadFacts {
-                client: ctx.client,
-                proto: if options.tls { "https" } else { "http" },
-                strip: &ctx.strip_headers,
-                add: &ctx.auth_headers,
-                target: ctx.upstream_uri.as_deref(),
-                has_body: body.present(),
-                answered_continue: options.answered_continue,
-            },
-        );
-        let head = match head {
-            Ok(head) => head,
-            Err(e) => return local(down, 400, &format!("Bad request: {}.", e.etype().as_str()), &[], false).await,
+        let mut up = Connection::new(stream);
+        let read_timeout = (!upgrade).then_some(timeouts.read);
+        let mut wire = BytesMut::with_capacity(512);
+        let facts = HeadFacts {
+            client: ctx.client,
+            proto: if options.tls { "https" } else { "http" },
+            strip: &ctx.strip_headers,
+            add: &ctx.auth_headers,
+            target: ctx.upstream_uri.as_deref(),
+            chunked,
+            answered_continue: options.answered_continue,
         };
-        match send(down, &mut up, head, body, options.max_body).await {
-            Ok(()) => {}
+        if write_upstream_head(down.req_header(), &facts, &mut wire).is_err() {
+            return local(down, 400, "Bad request: invalid request-target.", &[], false).await;
+        }
+        let exchange = async {
+            up.write(&wire, timeouts.write).await.map_err(PumpError::Upstream)?;
+            send_request_body(down, &mut up, body, chunked, options.max_body, timeouts.write).await?;
+            up.read_head(head_request, upgrade, read_timeout).await.map_err(PumpError::Upstream)
+        };
+        let mut response: Response = match exchange.await {
+            Ok(response) => response,
             Err(PumpError::TooLarge) => return too_large(down, options.max_body).await,
             Err(PumpError::Downstream(e)) => return pump_failed(down, PumpError::Downstream(e)).await,
             Err(PumpError::Upstream(e)) => {
-                let timed_out = matches!(e.etype(), ErrorType::ReadTimedout | ErrorType::WriteTimedout);
                 let facts = AttemptFacts {
                     idempotent,
                     body_held: body.is_held(),
-                    reused,
+                    // Only a kept connection that died before answering was most likely stale.
+                    reused: reused && !e.answered,
                     connect_failures: ctx.connect_failures,
                     connect_tries,
                     resent,
                 };
-                match after_failure(AttemptError::Exchange { timed_out }, facts) {
+                match after_failure(AttemptError::Exchange { timed_out: e.timed_out }, facts) {
                     AfterFailure::FreshConnection => {
                         tracing::debug!(backend = %entry.discovered.id, error = %e, "kept connection was closed; resending on a new one");
                         resent = true;
                         continue;
                     }
                     AfterFailure::Fail(504) => {
-                        let detail = format!("Upstream timed out: {}", e.etype().as_str());
-                        return local_failed(down, 504, &detail, e.to_string()).await;
+                        return local_failed(down, 504, "Upstream timed out.", e.to_string()).await;
                     }
                     _ => {
-                        let detail = format!("Bad gateway: the API server failed ({}).", e.etype().as_str());
-                        return local_failed(down, 502, &detail, e.to_string()).await;
+                        let detail = "Bad gateway: the API server failed (the connection broke).";
+                        return local_failed(down, 502, detail, e.to_string()).await;
                     }
                 }
             }
-        }
-        let Some(response) = up.resp_header() else {
-            return local_failed(down, 502, "Bad gateway: no response head.", String::new()).await;
         };
-        let mut response = Box::new(response.clone());
         let now = Instant::now();
         entry.runtime.record_success();
-        learn_request_ids(shared, ctx, &response, now);
-        let status = response.status.as_u16();
+        learn_request_ids(shared, ctx, &response.head, now);
+        let status = response.head.status.as_u16();
         let redirect = match elsewhere(ctx, status, method == http::Method::GET, body.is_held(), now) {
             Some(Elsewhere::UnknownRequestId) => {
                 let mut tried = ctx.tried.clone();
@@ -262,20 +263,19 @@ async fn proxy(
             }
             return local(down, 503, UNAVAILABLE, &[], true).await;
         }
-        client_head(shared, ctx, &mut response, method == http::Method::HEAD);
-        let upgraded = status == 101 && upgrade;
-        if down.write_response_header(response).await.is_err() {
+        client_head(shared, ctx, &mut response.head, head_request);
+        let upgraded = matches!(response.framing, Framing::Upgraded);
+        if down.write_response_header(response.head.clone()).await.is_err() {
             return Outcome::closed(status, "client went away");
         }
         if upgraded {
-            let end = tunnel::run(down, &mut up).await;
+            let end = tunnel::run(down, &mut up, timeouts.write).await;
             tracing::debug!(?end, "upgraded connection ended");
             return Outcome::closed(status, "");
         }
-        return match pump_response_body(down, &mut up).await {
+        return match pump_response_body(down, &mut up, &mut response.framing, read_timeout).await {
             Ok(()) => {
-                up.respect_keepalive();
-                if let Some(stream) = up.reuse().await {
+                if let Some(stream) = up.into_reusable(&response) {
                     slot.bind(stream, addr, Instant::now());
                 }
                 Outcome::proxied(status)
@@ -284,26 +284,6 @@ async fn proxy(
             Err(PumpError::Downstream(e)) => Outcome::closed(status, &e.to_string()),
             Err(PumpError::TooLarge) => Outcome::closed(status, "too large"),
         };
-    }
-}
-
-/// Writes the head and body upstream and reads the response head (past any
-/// informational one: the proxy answered `100-continue` itself).
-async fn send(
-    down: &mut ServerSession,
-    up: &mut UpstreamSession,
-    head: Box<pingora::http::RequestHeader>,
-    body: &RequestBody,
-    max_body: u64,
-) -> Result<(), PumpError> {
-    up.write_request_header(head).await.map_err(PumpError::Upstream)?;
-    send_request_body(down, up, body, max_body).await?;
-    loop {
-        up.read_response().await.map_err(PumpError::Upstream)?;
-        match up.resp_header().map(|r| r.status.as_u16()) {
-            Some(100..=199) if up.resp_header().is_some_and(|r| r.status != 101) => continue,
-            _ => return Ok(()),
-        }
     }
 }
 

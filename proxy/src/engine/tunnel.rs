@@ -3,8 +3,11 @@
 //! until either side closes. No idle timeout: an SSH session may sit idle
 //! for hours (TCP keep-alive still finds a peer that vanished).
 
-use pingora::protocols::http::v1::client::HttpSession as UpstreamSession;
+use std::time::Duration;
+
 use pingora::protocols::http::ServerSession;
+
+use super::upstream_http::Connection;
 
 /// How the tunnel ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,28 +18,22 @@ pub enum TunnelEnd {
     Backend,
 }
 
-/// Copies both ways until one side ends. Both sessions already hold the
-/// upgrade (the 101 was read from the backend and written to the client),
-/// so their body readers pass raw bytes, those that came with the heads included.
-pub async fn run(down: &mut ServerSession, up: &mut UpstreamSession) -> TunnelEnd {
+/// Copies both ways until one side ends. The client session already holds
+/// the upgrade (the 101 was written to it), so its body reader passes raw
+/// bytes; the backend's bytes that came with its head go first.
+pub async fn run(down: &mut ServerSession, up: &mut Connection, write_timeout: Duration) -> TunnelEnd {
     down.set_read_timeout(None);
-    up.read_timeout = None;
-    up.maybe_upgrade_body_writer();
     loop {
         tokio::select! {
             from_client = down.read_request_body() => match from_client {
                 Ok(Some(bytes)) => {
-                    if up.write_body(&bytes).await.is_err() {
+                    if up.write(&bytes, write_timeout).await.is_err() {
                         return TunnelEnd::Backend;
                     }
                 }
-                Ok(None) | Err(_) => {
-                    // Pass the close on so the backend ends its side too.
-                    let _ = up.finish_body().await;
-                    return TunnelEnd::Client;
-                }
+                Ok(None) | Err(_) => return TunnelEnd::Client,
             },
-            from_backend = up.read_body_bytes() => match from_backend {
+            from_backend = up.raw_chunk() => match from_backend {
                 Ok(Some(bytes)) => {
                     if down.write_response_body(bytes, false).await.is_err() {
                         return TunnelEnd::Client;
