@@ -202,6 +202,8 @@ async fn proxy(
         }
         let exchange = async {
             up.write(&wire, timeouts.write).await.map_err(PumpError::Upstream)?;
+            // Not kept for the rest of the exchange (a stream may last hours).
+            drop(wire);
             send_request_body(down, &mut up, body, chunked, options.max_body, timeouts.write).await?;
             up.read_head(head_request, upgrade, read_timeout).await.map_err(PumpError::Upstream)
         };
@@ -265,7 +267,8 @@ async fn proxy(
         }
         client_head(shared, ctx, &mut response.head, head_request);
         let upgraded = matches!(response.framing, Framing::Upgraded);
-        if down.write_response_header(response.head.clone()).await.is_err() {
+        let Response { head, mut framing, keep_alive } = response;
+        if down.write_response_header(head).await.is_err() {
             return Outcome::closed(status, "client went away");
         }
         if upgraded {
@@ -273,9 +276,9 @@ async fn proxy(
             tracing::debug!(?end, "upgraded connection ended");
             return Outcome::closed(status, "");
         }
-        return match pump_response_body(down, &mut up, &mut response.framing, read_timeout).await {
+        return match pump_response_body(down, &mut up, &mut framing, read_timeout).await {
             Ok(()) => {
-                if let Some(stream) = up.into_reusable(&response) {
+                if let Some(stream) = up.into_reusable(&framing, keep_alive) {
                     slot.bind(stream, addr, Instant::now());
                 }
                 Outcome::proxied(status)

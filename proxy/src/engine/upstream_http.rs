@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use http::header;
 use pingora::http::ResponseHeader;
 use pingora::protocols::Stream;
@@ -176,7 +176,11 @@ impl Connection {
         if http10 {
             head.set_version(http::Version::HTTP_10);
         }
-        let raw = self.buf.split_to(len).freeze();
+        // The head gets an allocation of its own: its values live as long as
+        // the response (an open stream: hours), and a slice of the read
+        // buffer would pin the buffer and make the next read allocate anew.
+        let raw = Bytes::copy_from_slice(&self.buf[..len]);
+        self.buf.advance(len);
         for (name, start, n) in fields {
             let value =
                 http::HeaderValue::from_maybe_shared(raw.slice(start..start + n)).map_err(|_| bad("field value"))?;
@@ -239,10 +243,10 @@ impl Connection {
 
     /// The socket, if the exchange left it reusable: the body was read to
     /// its end and nothing follows it.
-    pub fn into_reusable(self, response: &Response) -> Option<Stream> {
-        let ended = matches!(response.framing, Framing::Empty | Framing::Length(0))
-            || matches!(&response.framing, Framing::Chunked(d) if d.is_done());
-        (response.keep_alive && ended && self.buf.is_empty()).then_some(self.stream)
+    pub fn into_reusable(self, framing: &Framing, keep_alive: bool) -> Option<Stream> {
+        let ended = matches!(framing, Framing::Empty | Framing::Length(0))
+            || matches!(framing, Framing::Chunked(d) if d.is_done());
+        (keep_alive && ended && self.buf.is_empty()).then_some(self.stream)
     }
 }
 
