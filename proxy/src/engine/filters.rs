@@ -33,23 +33,29 @@ pub fn elsewhere(ctx: &RequestCtx, status: u16, get: bool, body_held: bool, now:
     let forward = ctx.current?;
     let config = ctx.snapshot.config.routes.get(forward.route)?;
     let entry = ctx.entry()?;
-    let mut tried = ctx.tried.clone();
-    tried.push(forward.backend);
+    let tried = ctx.tried.len() + 1;
     let facts = AnswerFacts {
         status,
         get,
         id_path: matches!(ctx.rel_path.as_str(), "/api/get" | "/api/stream"),
         has_request_id: ctx.request_id.is_some(),
         id_known: ctx.id_known,
-        tried: tried.len(),
+        tried,
         api_path: ctx.rel_path.starts_with("/api/"),
         replay_enabled: config.replay_on_draining_503,
         replayed: ctx.replayed,
         backend_draining: entry.state(now) == BackendState::Draining,
-        ready_elsewhere: status == 503 && has_ready_besides(&ctx.snapshot, forward.route, &tried, now),
+        ready_elsewhere: status == 503 && ready_besides(ctx, forward.route, forward.backend, now),
         body_held,
     };
     answer_elsewhere(facts)
+}
+
+/// Whether a Ready backend other than those tried (and `current`) exists.
+fn ready_besides(ctx: &RequestCtx, route: usize, current: usize, now: Instant) -> bool {
+    let mut tried = ctx.tried.clone();
+    tried.push(current);
+    has_ready_besides(&ctx.snapshot, route, &tried, now)
 }
 
 /// Readies the backend's head for the client: hop-by-hop headers dropped,
