@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Side-by-side load harness: pinroute vs HAProxy vs nginx vs direct, all in
-# front of the same backend on 127.0.0.1. See benches/harness/README.md.
+# Side-by-side load harness: pinroute vs pingora's own floor vs HAProxy vs
+# nginx vs direct, all in front of the same backend on 127.0.0.1. See
+# benches/harness/README.md.
 #
 #   benches/harness/run.sh [--quick] [--auth|--no-auth] [--perf] [--contenders LIST]
 #                          [--workloads LIST] [--no-build] [--keep-tmp]
@@ -9,7 +10,7 @@
 set -euo pipefail
 
 usage() {
-    sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
     cat <<'EOF'
 
   --quick            short smoke run (seconds per workload), writes quick.{txt,json}
@@ -18,9 +19,9 @@ usage() {
                      `pinroute check` accepts the snippet. PINROUTE_BENCH_AUTH=1/0
   --perf             perf-record pinroute during an extra run of workload a and
                      write the top symbols to results/<mode>-perf-pinroute.txt
-  --contenders LIST  comma list of direct,pinroute,pinroute-info-log,haproxy,nginx
-                     (default: all)
-  --workloads LIST   comma list of a,a1,a2,b,c,d,e,f (default: all)
+  --contenders LIST  comma list of direct,pingora-core-min,pingora-proxy-min,
+                     pinroute,pinroute-info-log,haproxy,nginx (default: all)
+  --workloads LIST   comma list of a,a1,a1s,a2,b,c,d,e,f,g (default: all)
   --no-build         use the binaries already in the target dir
   --keep-tmp         keep the temp dir (configs, logs, raw outputs)
 EOF
@@ -36,8 +37,9 @@ DIST_BIN="$TARGET_DIR/dist"
 
 QUICK=0 PERF=0 BUILD=1 KEEP_TMP=0
 AUTH="${PINROUTE_BENCH_AUTH:-auto}"
-CONTENDERS="direct,pinroute,pinroute-info-log,haproxy,nginx"
-WORKLOADS="a,a1,a2,b,c,d,e,f"
+ALL_CONTENDERS="direct pingora-core-min pingora-proxy-min pinroute pinroute-info-log haproxy nginx"
+CONTENDERS=${ALL_CONTENDERS// /,}
+WORKLOADS="a,a1,a1s,a2,b,c,d,e,f,g"
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --quick) QUICK=1 ;;
@@ -52,6 +54,12 @@ while [[ $# -gt 0 ]]; do
         *) echo "unknown argument: $1" >&2; usage >&2; exit 2 ;;
     esac
     shift
+done
+for c in ${CONTENDERS//,/ }; do
+    [[ " $ALL_CONTENDERS " == *" $c "* ]] || { echo "unknown contender: $c" >&2; usage >&2; exit 2; }
+done
+for w in ${WORKLOADS//,/ }; do
+    [[ ",a,a1,a1s,a2,b,c,d,e,f,g," == *",$w,"* ]] || { echo "unknown workload: $w" >&2; usage >&2; exit 2; }
 done
 
 # ---- workload sizes -------------------------------------------------------
@@ -104,14 +112,23 @@ install_missing() {
 }
 install_missing
 
+# pingora's floor is built like pinroute (profile dist), so the comparison
+# measures code, not build settings.
+FLOORS=(pingora_core_min pingora_proxy_min)
 if [[ $BUILD == 1 ]]; then
-    log "building (pinroute: profile dist, as shipped; waits if another build holds the cargo lock)"
+    log "building (pinroute and pingora's floor: profile dist, as shipped; waits if another build holds the cargo lock)"
     (cd "$ROOT" && cargo build --profile dist -p pinroute --bin pinroute)
+    (cd "$ROOT" && cargo build --profile dist -p pinroute-benches --bin pingora_proxy_min --bin pingora_core_min)
     (cd "$ROOT" && cargo build --release -p pinroute-benches --bins)
 fi
 [[ -x "$DIST_BIN/pinroute" ]] || die "$DIST_BIN/pinroute missing: build without --no-build"
 for b in bench_backend idle_streams ws_echo bench_report; do
     [[ -x "$BIN/$b" ]] || die "$BIN/$b missing: build without --no-build"
+done
+for b in "${FLOORS[@]}"; do
+    if wants "${b//_/-}"; then
+        [[ -x "$DIST_BIN/$b" ]] || die "$DIST_BIN/$b missing: build without --no-build, or leave ${b//_/-} out of --contenders"
+    fi
 done
 
 # ---- processes, temp dir, cleanup ------------------------------------------
@@ -124,6 +141,9 @@ PIDS=()
 # and describe the tree it was built from as it is now.
 PINROUTE="$TMP/pinroute"
 cp "$DIST_BIN/pinroute" "$PINROUTE"
+for b in "${FLOORS[@]}"; do
+    if wants "${b//_/-}"; then cp "$DIST_BIN/$b" "$TMP/$b"; fi
+done
 PINROUTE_BUILT=$(date -u -r "$DIST_BIN/pinroute" +%Y-%m-%dT%H:%M:%SZ)
 COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
 if [[ -n $(git -C "$ROOT" status --porcelain 2>/dev/null | grep -v '^??' || true) ]]; then
@@ -235,7 +255,10 @@ log "backend pid $BACKEND_PID on :$P1 :$P2 :$P3 (core $LOAD_CORE)"
 # Each start_* sets C_PORT (client port), C_AUTH_PORT (basic-auth listener, or
 # empty), C_PIDS (processes whose RSS/CPU are measured), C_LOG.
 
-pinroute_config() { # FILE PORT ADMIN EXTRA_TOML
+# EXTRA_TOML goes after the route; BACKENDS (a TOML list, default the three
+# backends) and SERVER_TOML (more [server] keys) are for the scale workload.
+pinroute_config() { # FILE PORT ADMIN EXTRA_TOML [BACKENDS [SERVER_TOML]]
+    local backends=${5:-"[\"127.0.0.1:$P1\", \"127.0.0.1:$P2\", \"127.0.0.1:$P3\"]"}
     cat >"$1" <<EOF
 [server]
 listen = ["127.0.0.1:$2"]
@@ -244,6 +267,7 @@ threads = 1
 grace_period = "1s"
 upgrade_sock = "$TMP/pinroute-$2.sock"
 pid_file = "$TMP/pinroute-$2.pid"
+${6:-}
 
 [cookie]
 name = "$COOKIE_NAME"
@@ -251,7 +275,7 @@ max_age = "7d"
 
 [[route]]
 prefix = "/"
-backends = ["127.0.0.1:$P1", "127.0.0.1:$P2", "127.0.0.1:$P3"]
+backends = $backends
 
 [route.health_check]
 enabled = true
@@ -262,12 +286,14 @@ $4
 EOF
 }
 
-start_pinroute() { # RUST_LOG [EXTRA_TOML]
+C_ADMIN_PORT="" # pinroute's admin listener (metrics)
+start_pinroute() { # RUST_LOG [EXTRA_TOML [BACKENDS [SERVER_TOML]]]
     local level=$1 extra=${2:-} admin cfg
     alloc_port C_PORT; alloc_port admin
+    C_ADMIN_PORT=$admin
     cfg="$TMP/pinroute-$C_PORT.toml"
     C_LOG="$TMP/pinroute-$C_PORT.log"
-    pinroute_config "$cfg" "$C_PORT" "$admin" "$extra"
+    pinroute_config "$cfg" "$C_PORT" "$admin" "$extra" "${3:-}" "${4:-}"
     if ! PINROUTE_COOKIE_KEY=$COOKIE_KEY "$PINROUTE" check --config "$cfg" >"$C_LOG" 2>&1; then
         START_ERROR="pinroute check rejected the config: $(tail -c 600 "$C_LOG")"
         return 1
@@ -284,10 +310,21 @@ start_pinroute() { # RUST_LOG [EXTRA_TOML]
     }
 }
 
-start_haproxy() {
-    local cfg="$TMP/haproxy.cfg"
+haproxy_servers() { # PORT...: one `server` line per backend, cookie bN
+    local i=0 p
+    for p in "$@"; do
+        i=$((i + 1))
+        printf '    server b%d 127.0.0.1:%d cookie b%d check inter 5s\n' "$i" "$p" "$i"
+    done
+}
+
+start_haproxy() { # [PORT...] (default: the three backends)
+    local cfg servers ports=("$@")
+    ((${#ports[@]} > 0)) || ports=("$P1" "$P2" "$P3")
+    servers=$(haproxy_servers "${ports[@]}")
     alloc_port C_PORT; alloc_port C_AUTH_PORT
-    C_LOG="$TMP/haproxy.log"
+    cfg="$TMP/haproxy-$C_PORT.cfg"
+    C_LOG="$TMP/haproxy-$C_PORT.log"
     cat >"$cfg" <<EOF
 global
     nbthread 1
@@ -329,9 +366,7 @@ backend api
     cookie $COOKIE_NAME insert indirect nocache httponly attr "Max-Age=604800"
     option httpchk
     http-check send meth GET uri /api/health
-    server b1 127.0.0.1:$P1 cookie b1 check inter 5s
-    server b2 127.0.0.1:$P2 cookie b2 check inter 5s
-    server b3 127.0.0.1:$P3 cookie b3 check inter 5s
+$servers
 EOF
     haproxy -c -q -f "$cfg" >"$C_LOG" 2>&1 || { START_ERROR="haproxy -c: $(cat "$C_LOG")"; return 1; }
     "${ON_PROXY_CORE[@]}" haproxy -f "$cfg" -db >"$C_LOG" 2>&1 &
@@ -425,10 +460,27 @@ start_direct() {
     C_LOG="$TMP/backend.log"
 }
 
+# pingora's floor: the program (benches/src/bin/pingora_*_min.rs) proxies to
+# backend 1 only, like direct's target.
+start_floor() { # BINARY
+    alloc_port C_PORT
+    C_AUTH_PORT=""
+    C_LOG="$TMP/$1-$C_PORT.log"
+    "${ON_PROXY_CORE[@]}" "$TMP/$1" "127.0.0.1:$C_PORT" "127.0.0.1:$P1" >"$C_LOG" 2>&1 &
+    C_PIDS=$!
+    PIDS+=("$C_PIDS")
+    wait_http "http://127.0.0.1:$C_PORT/api/health" 20 || {
+        START_ERROR="$1 did not answer on :$C_PORT: $(tail -c 600 "$C_LOG")"
+        return 1
+    }
+}
+
 start_contender() { # NAME
     START_ERROR=""
     case "$1" in
         direct) start_direct ;;
+        pingora-core-min) start_floor pingora_core_min ;;
+        pingora-proxy-min) start_floor pingora_proxy_min ;;
         pinroute) start_pinroute warn ;;
         pinroute-info-log) start_pinroute info ;;
         haproxy) start_haproxy ;;
@@ -594,6 +646,7 @@ wrk_script() { # FILE METHOD BODY_BYTES HEADER...
 CUR=""           # contender being measured
 WORKLOAD_NOTE="" # extra note for the next record
 NOTE_FN=""       # function whose output is added to the note after the run
+RECORD_EXTRA=""  # more KEY=JSON fields for the records of run_measured (g: ids)
 
 # Sum of the error counters in a result (wrk's, or the Rust clients' "errors").
 result_errors() {
@@ -644,21 +697,38 @@ run_measured() {
         ((attempt < ATTEMPTS)) && log "$CUR: $workload was noisy (other processes used $foreign% of a core); measuring again"
     done
     [[ -n $NOTE_FN ]] && WORKLOAD_NOTE+="${WORKLOAD_NOTE:+; }$($NOTE_FN)"
-    # shellcheck disable=SC2086 # EXTRA is KEY=JSON words
+    # shellcheck disable=SC2086 # EXTRA and RECORD_EXTRA are KEY=JSON words
     emit contender="$(json_str "$CUR")" workload="$(json_str "$workload")" title="$(json_str "$title")" \
-        "${best[@]}" $extra attempts="$((attempt > ATTEMPTS ? ATTEMPTS : attempt))" \
+        "${best[@]}" $extra $RECORD_EXTRA attempts="$((attempt > ATTEMPTS ? ATTEMPTS : attempt))" \
         attempts_foreign="$(json_str "$tried")" note="$(json_str "$WORKLOAD_NOTE")"
     WORKLOAD_NOTE=""
 }
 
+# Where run_wrk runs wrk (a1s: on the contender's core), and Lua added to
+# its script (g: a request() that cycles through request ids).
+WRK_ON=("${ON_LOAD_CORE[@]}")
+WRK_LUA=""
 run_wrk() { # WORKLOAD TITLE CONNS SECONDS PORT PATH METHOD BODY_BYTES HEADER...
     local workload=$1 title=$2 conns=$3 secs=$4 port=$5 path=$6 method=$7 body=$8
     shift 8
     local lua="$TMP/$CUR-$workload.lua"
     wrk_script "$lua" "$method" "$body" "$@"
+    [[ -z $WRK_LUA ]] || printf '%s\n' "$WRK_LUA" >>"$lua"
     run_measured "$workload" "$title" "$secs s, $conns conns" requests "body_bytes=$body" -- \
-        timeout $((secs + 30)) "${ON_LOAD_CORE[@]}" wrk -t1 -c"$conns" -d"${secs}s" --timeout 5s \
+        timeout $((secs + 30)) "${WRK_ON[@]}" wrk -t1 -c"$conns" -d"${secs}s" --timeout 5s \
         -s "$lua" "http://127.0.0.1:$port$path"
+}
+
+# a1s: the backend joins the contender on its core, and wrk runs there too,
+# so no request crosses cores; back to the load core afterwards.
+same_core() { # on|off
+    local core=$([[ $1 == on ]] && echo "$PROXY_CORE" || echo "$LOAD_CORE")
+    taskset -a -p -c "$core" "$BACKEND_PID" >/dev/null
+    if [[ $1 == on ]]; then
+        WRK_ON=("${ON_PROXY_CORE[@]}")
+    else
+        WRK_ON=("${ON_LOAD_CORE[@]}")
+    fi
 }
 
 warmup() { # PORT HEADER...
@@ -697,8 +767,9 @@ run_idle_streams() { # COOKIE
     sleep 6
 }
 
+T_E="websocket echo: $WS_CONNS connections x $WS_ROUNDS round trips (32-byte frames)"
 run_ws_echo() { # COOKIE
-    run_measured e_ws_echo "websocket echo: $WS_CONNS connections x $WS_ROUNDS round trips (32-byte frames)" \
+    run_measured e_ws_echo "$T_E" \
         "$WS_CONNS x $WS_ROUNDS" conns "" -- \
         timeout 120 "${ON_LOAD_CORE[@]}" "$BIN/ws_echo" --url "ws://127.0.0.1:$C_PORT/ws" \
         --conns "$WS_CONNS" --rounds "$WS_ROUNDS" --size 32 --cookie "$1" --timeout 90
@@ -722,6 +793,7 @@ check_alive() { # WORKLOAD
 
 T_A="small GET /api/health, keep-alive, $CONNS conns, pinned cookie (wrk)"
 T_A1="small GET /api/health, keep-alive, 1 connection, pinned cookie: unloaded latency (wrk)"
+T_A1S="the same, 1 connection, with the contender, the backend and wrk all on core $PROXY_CORE: no cross-core wake-ups (wrk)"
 T_A2="small GET /api/health, keep-alive, $CONNS conns, no cookie: every request is a new client (wrk)"
 T_B="small GET, a new connection per request (Connection: close), $CONNS conns (wrk)"
 T_C="1 MiB POST /upload, $UPLOAD_CONNS conns (wrk)"
@@ -765,9 +837,18 @@ measure_contender() { # NAME
         check_alive a1_get_1conn
     fi
 
+    if wants_workload a1s; then
+        same_core on
+        run_wrk a1s_get_1conn_same_core "$T_A1S" 1 "$DUR" "$C_PORT" /api/health GET 0 "Cookie: $cookie"
+        same_core off
+        check_alive a1s_get_1conn_same_core
+    fi
+
     if wants_workload a2; then
         [[ $CUR == nginx ]] &&
             WORKLOAD_NOTE="nginx: every cookieless request hashes the empty cookie, so all go to one backend"
+        [[ $CUR == pingora-* ]] &&
+            WORKLOAD_NOTE="$CUR: one fixed upstream and no cookie: no backend pick, no Set-Cookie (the floor of a2 is a's)"
         run_wrk a2_get_new_client "$T_A2" "$CONNS" "$DUR" "$C_PORT" /api/health GET 0
         check_alive a2_get_new_client
     fi
@@ -789,12 +870,19 @@ measure_contender() { # NAME
     fi
 
     if wants_workload e; then
-        run_ws_echo "$cookie"
-        check_alive e_ws_echo
+        if [[ $CUR == pingora-core-min ]]; then
+            skip e_ws_echo "$T_E" "pingora-core-min copies request and response bodies only: no upgrade (websocket) handling"
+        else
+            run_ws_echo "$cookie"
+            check_alive e_ws_echo
+        fi
     fi
 
     wants_workload f && run_auth "$cookie"
     stop_contender "$CUR"
+    # Its own process (1,000 backends), after this contender's is stopped.
+    wants_workload g && run_scale
+    return 0
 }
 
 info_log_note() {
@@ -833,6 +921,7 @@ auth_config_accepted() { # does this pinroute know [route.auth.basic]?
 run_auth() { # COOKIE
     case "$CUR" in
         direct) skip f_get_basic_auth "$T_F" "the backend has no auth: nothing to compare" ;;
+        pingora-*) skip f_get_basic_auth "$T_F" "$CUR is a framework floor without auth" ;;
         haproxy|nginx) run_auth_on "$C_AUTH_PORT" "$1" "separate listener with auth in the same process" ;;
         pinroute)
             if [[ $AUTH == 0 ]]; then
@@ -893,13 +982,18 @@ perf_pinroute() { # COOKIE: an extra, unrecorded run of workload a under perf
     } >"$PERF_OUT" || true
 }
 
+# Workload g: run_scale, stop_scale_backend.
+# shellcheck source=benches/harness/scale.sh
+source "$HERE/scale.sh"
+
 # ---- run --------------------------------------------------------------------
 log "mode $MODE; contenders $CONTENDERS; temp dir $TMP"
-for c in direct pinroute pinroute-info-log haproxy nginx; do
+for c in $ALL_CONTENDERS; do
     wants "$c" && measure_contender "$c"
 done
 stop_pids "$BACKEND_PID"
 forget_pid "$BACKEND_PID"
+stop_scale_backend
 
 # ---- report -----------------------------------------------------------------
 mkdir -p "$RESULTS"
@@ -908,9 +1002,12 @@ NOTES=(
     "every contender runs on core $PROXY_CORE with one worker (pinroute threads = 1, HAProxy nbthread 1, nginx worker_processes 1); wrk (-t1), the Rust clients and the backend share core $LOAD_CORE, which bounds 'direct'"
     "RSS and CPU columns are the contender's process(es) (nginx: master + worker; direct: the backend); CPU µs/rq = contender CPU time / requests; CPU% is of one core"
     "pinroute: static backends, cookie on, health checks on (5 s), RUST_LOG=warn (access log off); pinroute-info-log is the same at RUST_LOG=info with stderr to a file"
+    "pingora's floor (profile dist, mimalloc, unbuffered client reads, one worker, like pinroute): pingora-proxy-min is the smallest pingora-proxy ProxyHttp, pingora-core-min a pingora-core ServerApp with one upstream connection bound to each client connection; both proxy to backend 1 only, add only X-Forwarded-For, set no cookie and do no health checks (benches/src/bin/pingora_*_min.rs)"
+    "a1s: the contender, the backend and wrk all on core $PROXY_CORE (no cross-core wake-ups); 'added over direct' compares with direct in the same placement"
+    "g: a second process of the contender with $G_BACKENDS static backends (a second bench_backend with $G_BACKENDS listeners on core $LOAD_CORE, health checks on as in a); pinroute first learns request ids from X-Skypilot-Request-ID answers (g_scale_learn), then runs workload a (g_scale_get; g/a is against its own a_get row) and id lookups (g_scale_lookup)"
     "HAProxy: cookie $COOKIE_NAME insert indirect nocache, balance roundrobin, http-reuse safe, health checks inter 5s"
     "nginx: open-source nginx has no cookie insertion: hash \$cookie_$COOKIE_NAME consistent; keep-alive upstreams (keepalive 128), no active health checks, proxy_request_buffering off, proxy_buffering off on /api/stream"
-    "all proxies add X-Forwarded-For/-Proto/-Host and X-Real-IP; 'errors' = connect/read/write errors and timeouts (streams: failed or closed early); non2xx = responses >= 400"
+    "the proxies (pingora's floor aside) add X-Forwarded-For/-Proto/-Host and X-Real-IP; 'errors' = connect/read/write errors and timeouts (streams: failed or closed early); non2xx = responses >= 400"
     "noise: before each workload the harness waits (at most ${QUIET_MAX}s) until the machine is <= ${QUIET_PCT}% busy; 'foreign' is CPU (% of one core, both cores summed) used during the workload by processes other than the contender, the backend and the harness's clients; harness processes run at nice $NICE; a workload during which other processes used > $NOISY_PCT% of a core is measured again (at most $ATTEMPTS attempts) and the least noisy attempt is kept"
     "latencies are wrk's (request sent to response read, per connection); ws round trips are measured by ws_echo"
 )

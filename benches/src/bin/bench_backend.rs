@@ -3,20 +3,28 @@
 //! differ only by the proxy in between.
 //!
 //! One process serves several listeners (the harness gives three, so sticky
-//! routing has a choice) on a single-threaded runtime: the harness pins it to
-//! the load generator's core.
+//! routing has a choice; the scale workload a range of 1,000) on a
+//! single-threaded runtime: the harness pins it to the load generator's core.
 //!
 //! | endpoint | answer |
 //! |---|---|
 //! | `GET /api/health` | small JSON, `Content-Length` |
+//! | `GET /api/get?request_id=ID` | small JSON, like SkyPilot's answer for a finished request |
 //! | `GET /api/stream?hold=S&beat=S` | chunked: a `stream-start` line at once, a heartbeat line every `beat` s, ends after `hold` s |
 //! | `GET /ws` (upgrade) | websocket echo |
 //! | `POST /upload` | reads and discards the body, answers the byte count |
+//! | `GET /bench/learn` | small JSON with a new SkyPilot-shaped request id in `X-Skypilot-Request-ID`, as `POST /launch` answers |
+//!
+//! `/bench/learn` hands out ids number 0, 1, 2, … of a fixed pseudo-random
+//! sequence, wrapping after `--learn-ids N`, so a proxy that learns ids from
+//! responses holds exactly N after N or more requests; `--print-ids K` prints
+//! K of those N ids (evenly spread) for clients that look them up.
 //!
 //! It knows nothing of pinroute: it must behave the same for every proxy.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -36,35 +44,99 @@ use tokio_tungstenite::WebSocketStream;
 
 type Body = UnsyncBoxBody<Bytes, Infallible>;
 
-const USAGE: &str = "usage: bench_backend --listen ADDR [--listen ADDR ...] [--max-secs N]";
+const USAGE: &str = "usage: bench_backend (--listen ADDR | --listen-range IP:FIRST-LAST)... \
+[--max-secs N] [--learn-ids N]\n       bench_backend --print-ids K [--learn-ids N]";
+
+/// Default `--learn-ids`: the scale workload's million request ids.
+const DEFAULT_LEARN_IDS: u64 = 1_000_000;
 
 struct Args {
     listen: Vec<SocketAddr>,
     /// The process exits by itself after this long, so a crashed harness
     /// never leaves it running.
     max_secs: u64,
+    /// `/bench/learn` wraps after this many distinct ids.
+    learn_ids: u64,
+    /// Print this many ids and exit instead of serving.
+    print_ids: Option<u64>,
+}
+
+/// `IP:FIRST-LAST`, both ends included.
+fn listen_range(value: &str) -> anyhow::Result<Vec<SocketAddr>> {
+    let (ip, ports) = value.rsplit_once(':').context("expected IP:FIRST-LAST")?;
+    let (first, last) = ports.split_once('-').context("expected IP:FIRST-LAST")?;
+    let ip: IpAddr = ip.parse().context("IP")?;
+    let (first, last): (u16, u16) = (first.parse().context("FIRST")?, last.parse().context("LAST")?);
+    anyhow::ensure!(first <= last, "FIRST {first} > LAST {last}");
+    Ok((first..=last).map(|port| SocketAddr::new(ip, port)).collect())
 }
 
 fn parse_args() -> anyhow::Result<Args> {
-    let mut listen = Vec::new();
-    let mut max_secs = 3600;
+    let mut args = Args { listen: Vec::new(), max_secs: 3600, learn_ids: DEFAULT_LEARN_IDS, print_ids: None };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let value = it.next().with_context(|| format!("{flag} needs a value\n{USAGE}"))?;
         match flag.as_str() {
-            "--listen" => listen.push(value.parse().with_context(|| format!("--listen {value}"))?),
-            "--max-secs" => max_secs = value.parse().with_context(|| format!("--max-secs {value}"))?,
+            "--listen" => args.listen.push(value.parse().with_context(|| format!("--listen {value}"))?),
+            "--listen-range" => {
+                args.listen.extend(listen_range(&value).with_context(|| format!("--listen-range {value}"))?)
+            }
+            "--max-secs" => args.max_secs = value.parse().with_context(|| format!("--max-secs {value}"))?,
+            "--learn-ids" => args.learn_ids = value.parse().with_context(|| format!("--learn-ids {value}"))?,
+            "--print-ids" => args.print_ids = Some(value.parse().with_context(|| format!("--print-ids {value}"))?),
             _ => anyhow::bail!("unknown flag {flag}\n{USAGE}"),
         }
     }
-    if listen.is_empty() {
+    anyhow::ensure!(args.learn_ids > 0, "--learn-ids must be at least 1");
+    if args.listen.is_empty() && args.print_ids.is_none() {
         anyhow::bail!("{USAGE}");
     }
-    Ok(Args { listen, max_secs })
+    Ok(args)
+}
+
+/// How many distinct ids `/bench/learn` hands out before wrapping (set once in `main`).
+static LEARN_IDS: AtomicU64 = AtomicU64::new(DEFAULT_LEARN_IDS);
+/// How many `/bench/learn` answers were given.
+static LEARNED: AtomicU64 = AtomicU64::new(0);
+
+/// splitmix64's finaliser: a bijection on u64, so distinct `n` give distinct ids.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Request id number `n`: shaped like SkyPilot's (a UUID4) and spread like
+/// random ones, so a proxy's id table sees realistic keys. All 64 bits of
+/// `mix(n)` are in it, which keeps the ids distinct.
+fn request_id(n: u64) -> String {
+    let (a, b) = (mix(n), mix(n ^ 0x5555_5555_5555_5555));
+    format!(
+        "{:08x}-{:04x}-4{:03x}-{:x}{:03x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        (a >> 4) & 0xfff,
+        8 | (b >> 62),
+        (b >> 48) & 0xfff,
+        ((a & 0xf) << 44) | (b & 0x0fff_ffff_ffff)
+    )
 }
 
 fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
+    if let Some(k) = args.print_ids {
+        let (k, n) = (k.min(args.learn_ids), args.learn_ids);
+        let mut out = String::new();
+        for i in 0..k {
+            // u128: i * n overflows u64 for large n.
+            out.push_str(&request_id((u128::from(i) * u128::from(n) / u128::from(k)) as u64));
+            out.push('\n');
+        }
+        print!("{out}");
+        return Ok(());
+    }
+    LEARN_IDS.store(args.learn_ids, Ordering::Relaxed);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async move {
         for (i, addr) in args.listen.iter().enumerate() {
@@ -109,6 +181,10 @@ async fn handle(req: Request<Incoming>, name: &'static str) -> Result<Response<B
         (&Method::GET, "/api/health") => {
             json(StatusCode::OK, format!(r#"{{"status":"healthy","api_version":"1","backend":"{name}"}}"#))
         }
+        (&Method::GET, "/api/get") => {
+            json(StatusCode::OK, format!(r#"{{"status":"SUCCEEDED","return_value":"null","backend":"{name}"}}"#))
+        }
+        (&Method::GET, "/bench/learn") => learn(name),
         (&Method::GET, "/api/stream") => stream(req.uri().query().unwrap_or(""), name),
         (&Method::GET, "/ws") => websocket(req),
         (&Method::POST, "/upload") => upload(req).await,
@@ -121,6 +197,18 @@ fn json(status: StatusCode, body: String) -> Response<Body> {
     let mut response = Response::new(Full::new(Bytes::from(body)).boxed_unsync());
     *response.status_mut() = status;
     response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// A new request id in `X-Skypilot-Request-ID`, where SkyPilot's server puts
+/// the id of a request it accepted.
+fn learn(name: &'static str) -> Response<Body> {
+    let n = LEARNED.fetch_add(1, Ordering::Relaxed) % LEARN_IDS.load(Ordering::Relaxed).max(1);
+    let id = request_id(n);
+    let mut response = json(StatusCode::OK, format!(r#"{{"request_id":"{id}","backend":"{name}"}}"#));
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-skypilot-request-id", value);
+    }
     response
 }
 
