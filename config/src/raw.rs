@@ -60,6 +60,8 @@ pub struct RawServer {
     pub pid_file: Option<String>,
     /// Accept HTTP/2 without TLS (h2c, prior knowledge) on the plain listeners.
     pub h2c: Option<bool>,
+    /// Most SkyPilot request ids remembered for request-id routing.
+    pub request_id_capacity: Option<usize>,
     /// `[server.tls]`: HTTPS listeners.
     pub tls: Option<RawTls>,
 }

@@ -70,6 +70,8 @@ pub struct ServerSettings {
     pub pid_file: PathBuf,
     /// HTTP/2 without TLS on the plain listeners.
     pub h2c: bool,
+    /// Most SkyPilot request ids remembered (least recently used go first).
+    pub request_id_capacity: usize,
     /// HTTPS listeners.
     pub tls: Option<TlsSettings>,
 }
@@ -333,8 +335,16 @@ fn server_settings(
     if threads == 0 || threads > 256 {
         return Err(check.err("server.threads", format!("expected 1 to 256 worker threads, got {threads}")));
     }
+    let request_id_capacity = raw.request_id_capacity.unwrap_or(100_000);
+    if request_id_capacity == 0 || request_id_capacity > 10_000_000 {
+        return Err(check.err(
+            "server.request_id_capacity",
+            format!("expected 1 to 10000000 request ids (about 200 bytes each), got {request_id_capacity}"),
+        ));
+    }
     let tmp = std::env::temp_dir();
     Ok(ServerSettings {
+        request_id_capacity,
         listen,
         admin,
         grace_period: check.duration("server.grace_period", raw.grace_period.as_ref(), Duration::from_secs(30))?,

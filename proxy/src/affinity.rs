@@ -45,7 +45,7 @@ struct Inner {
 #[derive(Debug)]
 pub struct RequestIdTable {
     inner: Mutex<Inner>,
-    capacity: usize,
+    capacity: std::sync::atomic::AtomicUsize,
     ttl: Duration,
 }
 
@@ -56,9 +56,15 @@ impl Default for RequestIdTable {
 }
 
 impl RequestIdTable {
+    /// A new bound (`[server] request_id_capacity` reloaded): applied as ids
+    /// are learned, the least recently used going first.
+    pub fn set_capacity(&self, capacity: usize) {
+        self.capacity.store(capacity.max(1), std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// A table of at most `capacity` ids kept `ttl` each.
     pub fn new(capacity: usize, ttl: Duration) -> RequestIdTable {
-        RequestIdTable { inner: Mutex::new(Inner::default()), capacity: capacity.max(1), ttl }
+        RequestIdTable { inner: Mutex::new(Inner::default()), capacity: capacity.max(1).into(), ttl }
     }
 
     /// Remembers that `owner` (a backend identity) accepted `id`.
@@ -119,7 +125,9 @@ impl RequestIdTable {
             let live = inner.map.get(key).filter(|e| e.seq == *seq);
             let drop_it = match live {
                 None => true,
-                Some(e) => e.expires <= now || inner.map.len() > self.capacity,
+                Some(e) => {
+                    e.expires <= now || inner.map.len() > self.capacity.load(std::sync::atomic::Ordering::Relaxed)
+                }
             };
             if !drop_it {
                 break;
@@ -129,7 +137,7 @@ impl RequestIdTable {
                 inner.map.remove(&key);
             }
         }
-        if inner.order.len() > 2 * self.capacity + 64 {
+        if inner.order.len() > 2 * self.capacity.load(std::sync::atomic::Ordering::Relaxed) + 64 {
             let map = &inner.map;
             inner.order.retain(|(seq, key)| map.get(key).is_some_and(|e| e.seq == *seq));
         }

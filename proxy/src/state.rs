@@ -83,7 +83,7 @@ impl Shared {
             config_generation: watch::channel(0).0,
             publisher: OnceLock::new(),
             started: Instant::now(),
-            request_ids: RequestIdTable::default(),
+            request_ids: RequestIdTable::new(config.server.request_id_capacity, crate::affinity::DEFAULT_TTL),
             held: Mutex::new(HashMap::new()),
         });
         let weak = Arc::downgrade(&shared);
@@ -193,6 +193,7 @@ impl Shared {
             (a, Some(b)) if a.as_ref() != Some(b) => Some(PinKey::new(&b.bytes)),
             _ => None,
         };
+        self.request_ids.set_capacity(new.server.request_id_capacity);
         publisher.reshape(from, || {
             self.config.store(new.clone());
             self.gates.store(gates);

@@ -162,3 +162,12 @@ port = "http"
     let bad = parse("[[route]]\n[route.kubernetes]\nselector = \"app=x\"\nready_label = \"a,b\"").unwrap_err();
     assert!(bad.to_string().contains("route[0].kubernetes.ready_label"), "{bad}");
 }
+
+#[test]
+fn request_id_capacity_defaults_and_bounds() {
+    let parse_capacity = |extra: &str| parse(&format!("[server]\n{extra}\n[[route]]\nbackends=[\"127.0.0.1:1\"]"));
+    assert_eq!(parse_capacity("").unwrap().server.request_id_capacity, 100_000);
+    assert_eq!(parse_capacity("request_id_capacity = 1000000").unwrap().server.request_id_capacity, 1_000_000);
+    let err = parse_capacity("request_id_capacity = 0").unwrap_err().to_string();
+    assert!(err.contains("key `server.request_id_capacity`"), "{err}");
+}
