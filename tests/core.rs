@@ -227,6 +227,30 @@ async fn no_backend_gives_json_503_with_retry_after() {
     }
 }
 
+/// Issue 13, defect 1: every backend refuses connections (stopped after
+/// they were listed as Ready). No byte reached a backend, so the client
+/// gets the JSON 503 with `Retry-After` the SkyPilot client retries, not a 502.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_backend_refusing_connections_gives_the_json_503() {
+    let mut b = backends(&["a", "b"]);
+    let list: Vec<String> = b.iter().map(|x| format!("\"{}\"", x.addr)).collect();
+    // No health checks: the backends stay Ready in the table, so each request tries them.
+    let body =
+        format!("[[route]]\nprefix = \"/\"\nbackends = [{}]\n[route.health_check]\nenabled = false\n", list.join(", "));
+    let p = ProxyProcess::start(bin(), "", &body).await.unwrap();
+    assert_eq!(get(&p, "/api/health", None).await.status(), 200);
+    for backend in &mut b {
+        backend.kill();
+    }
+    for _ in 0..3 {
+        let r = get(&p, "/api/health", None).await;
+        assert_eq!(r.status(), 503, "a refused connect is the no-backend case");
+        assert!(r.headers().get("retry-after").is_some());
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert!(v["detail"].as_str().unwrap().contains("No API server"), "{v}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarding_headers_reach_the_backend() {
     let b = backends(&["a"]);

@@ -150,10 +150,15 @@ async fn proxy(
     let check = !(idempotent && body.is_held());
     let mut resent = false;
     loop {
-        let (Some(forward), Some(entry)) = (ctx.current, ctx.entry().cloned()) else {
+        // The attempt reads the request's snapshot (one reference count, no copy of the entry).
+        let snapshot = ctx.snapshot.clone();
+        let Some((forward, entry)) = ctx
+            .current
+            .and_then(|f| snapshot.table.routes.get(f.route).and_then(|r| r.backends.get(f.backend)).map(|e| (f, e)))
+        else {
             return local(down, 503, UNAVAILABLE, &[], true).await;
         };
-        let config = &ctx.snapshot.config.routes[forward.route];
+        let config = &snapshot.config.routes[forward.route];
         let (timeouts, connect_tries) = (config.timeouts, config.connect_tries);
         let addr = entry.discovered.addr;
         let now = Instant::now();
