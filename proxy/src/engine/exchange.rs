@@ -181,12 +181,19 @@ async fn proxy(
                         connect_tries,
                         resent,
                     };
-                    if after_failure(error, facts) == AfterFailure::NextBackend && choose_next(ctx, None) {
-                        shared.metrics.retries.inc();
-                        continue;
-                    }
+                    let status = match after_failure(error, facts) {
+                        AfterFailure::NextBackend if choose_next(ctx, None) => {
+                            shared.metrics.retries.inc();
+                            continue;
+                        }
+                        AfterFailure::Fail(status) => status,
+                        // No backend left to try.
+                        AfterFailure::NextBackend | AfterFailure::FreshConnection => 503,
+                    };
                     // Nothing reached any backend: the JSON 503 the client retries.
-                    return local(down, 503, UNAVAILABLE, &[], true).await;
+                    let detail =
+                        if status == 503 { UNAVAILABLE } else { "Bad gateway: no API server could be reached." };
+                    return local(down, status, detail, &[], status == 503).await;
                 }
             },
         };
