@@ -277,7 +277,7 @@ async fn proxy(
             }
             return local(down, 503, UNAVAILABLE, &[], true).await;
         }
-        client_head(shared, ctx, &mut response.head, head_request);
+        client_head(shared, ctx, &mut response.head, &response.framing);
         let upgraded = matches!(response.framing, Framing::Upgraded);
         let Response { head, mut framing, keep_alive } = response;
         if down.write_response_header(head).await.is_err() {

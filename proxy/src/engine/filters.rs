@@ -10,6 +10,7 @@ use pinroute_discovery::BackendState;
 
 use super::request::RequestCtx;
 use super::retry::{answer_elsewhere, AnswerFacts, Elsewhere};
+use super::upstream_http::Framing;
 use crate::route::{has_ready_besides, PinOutcome};
 use crate::state::Shared;
 
@@ -59,26 +60,24 @@ fn ready_besides(ctx: &RequestCtx, route: usize, current: usize, now: Instant) -
 }
 
 /// Readies the backend's head for the client: hop-by-hop headers dropped,
-/// a body without framing made chunked (so the client connection survives
-/// an HTTP/1.0-style backend), streams counted, the cookie set.
-pub fn client_head(shared: &Shared, ctx: &mut RequestCtx, response: &mut ResponseHeader, head_request: bool) {
+/// a body the backend ends by closing made chunked (so the client
+/// connection survives an HTTP/1.0-style backend), streams counted, the
+/// cookie set. `framing` is how the backend delimits the body.
+pub fn client_head(shared: &Shared, ctx: &mut RequestCtx, response: &mut ResponseHeader, framing: &Framing) {
     response.remove_header("keep-alive");
     response.remove_header(&header::CONNECTION);
-    let upgraded = response.status == http::StatusCode::SWITCHING_PROTOCOLS;
-    let no_body = head_request || matches!(response.status.as_u16(), 204 | 304) || upgraded;
-    let length = response.headers.contains_key(header::CONTENT_LENGTH);
-    let chunked = response
-        .headers
-        .get(header::TRANSFER_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
-    if upgraded {
-        response.insert_header(header::CONNECTION, "upgrade").ok();
-    } else if !no_body && !length && !chunked {
-        response.set_version(http::Version::HTTP_11);
-        response.insert_header(header::TRANSFER_ENCODING, "chunked").ok();
+    match framing {
+        Framing::Upgraded => {
+            response.insert_header(header::CONNECTION, "upgrade").ok();
+        }
+        Framing::UntilClose => {
+            response.set_version(http::Version::HTTP_11);
+            response.insert_header(header::TRANSFER_ENCODING, "chunked").ok();
+        }
+        Framing::Empty | Framing::Length(_) | Framing::Chunked(_) => {}
     }
-    if upgraded || (!length && !no_body) {
+    // Long-lived: a body without a length (log streams) or an upgrade.
+    if matches!(framing, Framing::Upgraded | Framing::UntilClose | Framing::Chunked(_)) {
         if let Some(guard) = ctx.guard.as_mut() {
             guard.mark_stream();
         }
