@@ -59,8 +59,3 @@ pub fn put(kept: Kept) {
         list.push(kept);
     });
 }
-
-/// Idle connections held by this thread (for tests and the admin view).
-pub fn idle_count() -> usize {
-    IDLE.with(|idle| idle.borrow().values().map(Vec::len).sum())
-}

@@ -71,11 +71,6 @@ impl BoundSlot {
             pool::put(kept);
         }
     }
-
-    /// Whether a connection is bound (tests).
-    pub fn bound_to(&self) -> Option<SocketAddr> {
-        self.kept.as_ref().map(|k| k.addr)
-    }
 }
 
 impl Drop for BoundSlot {
