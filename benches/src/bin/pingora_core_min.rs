@@ -21,12 +21,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use pingora::apps::ServerApp;
 use pingora::connectors::TransportConnector;
-use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::protocols::http::v1::client::HttpSession as UpstreamSession;
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::Stream;
-use pingora::server::configuration::{Opt, ServerConf};
-use pingora::server::{Server, ShutdownWatch};
+use pingora::server::ShutdownWatch;
 use pingora::services::listening::Service;
 use pingora::upstreams::peer::HttpPeer;
 
@@ -103,49 +101,15 @@ impl ServerApp for CoreMin {
     }
 }
 
-fn parse_args() -> Result<(SocketAddr, SocketAddr), String> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let [listen, upstream] = args.as_slice() else {
-        return Err(USAGE.to_string());
-    };
-    let parse = |what: &str, v: &str| v.parse::<SocketAddr>().map_err(|e| format!("{what} {v:?}: {e}\n{USAGE}"));
-    Ok((parse("listen address", listen)?, parse("upstream address", upstream)?))
-}
-
 fn main() {
-    let (listen, upstream) = match parse_args() {
-        Ok(addrs) => addrs,
-        Err(e) => {
-            eprintln!("pingora_core_min: {e}");
-            std::process::exit(2);
-        }
-    };
-    let conf = ServerConf {
-        // pinroute as the harness runs it: one worker, one current-thread runtime.
-        threads: 1,
-        work_stealing: false,
-        // pingora sleeps the grace period after SIGTERM (5 min by default);
-        // the harness stops contenders with SIGTERM and waits 6 s.
-        grace_period_seconds: Some(0),
-        graceful_shutdown_timeout_seconds: Some(1),
-        ..ServerConf::default()
-    };
-    let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
-    server.bootstrap();
+    let (listen, upstream) = pinroute_benches::floor::addresses("pingora_core_min", USAGE);
+    let server = pinroute_benches::floor::server();
     let app = CoreMin {
         peer: HttpPeer::new(upstream, false, String::new()),
         upstream,
         connector: TransportConnector::new(None),
         own_connect: std::env::var_os("FLOOR_OWN_CONNECT").is_some(),
     };
-    let mut service = Service::new("pingora-core-min".to_string(), app);
-    if std::env::var_os("FLOOR_BUFFERED").is_some() {
-        service.add_tcp(&listen.to_string());
-    } else {
-        // pinroute's client listeners read unbuffered (proxy/src/server.rs).
-        let unbuffered_reads = L4BufferSettings { read: Some(0), write: None };
-        service.add_listener(ListenerConfig::tcp(listen.to_string()).l4_buffer(unbuffered_reads));
-    }
-    server.add_service(service);
-    server.run_forever();
+    let service = Service::new("pingora-core-min".to_string(), app);
+    pinroute_benches::floor::run(server, service, listen);
 }

@@ -9,12 +9,8 @@
 //! Ported from `/work/shared/pingora-floor`, with what the comparison needs
 //! to be fair: the same allocator, listener and build profile as pinroute.
 
-use std::net::SocketAddr;
-
 use async_trait::async_trait;
-use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::prelude::*;
-use pingora::server::configuration::{Opt, ServerConf};
 
 // pinroute's allocator (proxy/src/main.rs), built with the same lazy arena
 // commit (.cargo/config.toml): allocator differences must not show up as
@@ -54,45 +50,10 @@ impl ProxyHttp for ProxyMin {
     }
 }
 
-fn parse_args() -> Result<(SocketAddr, SocketAddr), String> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let [listen, upstream] = args.as_slice() else {
-        return Err(USAGE.to_string());
-    };
-    let parse = |what: &str, v: &str| v.parse::<SocketAddr>().map_err(|e| format!("{what} {v:?}: {e}\n{USAGE}"));
-    Ok((parse("listen address", listen)?, parse("upstream address", upstream)?))
-}
-
 fn main() {
-    let (listen, upstream) = match parse_args() {
-        Ok(addrs) => addrs,
-        Err(e) => {
-            eprintln!("pingora_proxy_min: {e}");
-            std::process::exit(2);
-        }
-    };
-    let conf = ServerConf {
-        // pinroute as the harness runs it: one worker, one current-thread runtime.
-        threads: 1,
-        work_stealing: false,
-        // pingora sleeps the grace period after SIGTERM (5 min by default);
-        // the harness stops contenders with SIGTERM and waits 6 s.
-        grace_period_seconds: Some(0),
-        graceful_shutdown_timeout_seconds: Some(1),
-        ..ServerConf::default()
-    };
-    let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
-    server.bootstrap();
-    let mut service =
+    let (listen, upstream) = pinroute_benches::floor::addresses("pingora_proxy_min", USAGE);
+    let server = pinroute_benches::floor::server();
+    let service =
         http_proxy_service(&server.configuration, ProxyMin { peer: HttpPeer::new(upstream, false, String::new()) });
-    if std::env::var_os("FLOOR_BUFFERED").is_some() {
-        service.add_tcp(&listen.to_string());
-    } else {
-        // pinroute's client listeners read unbuffered (proxy/src/server.rs):
-        // the parser reads straight into its own buffer.
-        let unbuffered_reads = L4BufferSettings { read: Some(0), write: None };
-        service.add_listener(ListenerConfig::tcp(listen.to_string()).l4_buffer(unbuffered_reads));
-    }
-    server.add_service(service);
-    server.run_forever();
+    pinroute_benches::floor::run(server, service, listen);
 }
