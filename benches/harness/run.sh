@@ -33,7 +33,7 @@ RESULTS="$ROOT/benches/results"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 BIN="$TARGET_DIR/release"
 # pinroute as shipped: the `dist` profile (fat LTO, one codegen unit; Cargo.toml).
-DIST_BIN="$TARGET_DIR/dist"
+DIST_BIN="${DIST_BIN:-$TARGET_DIR/dist}"
 
 QUICK=0 PERF=0 BUILD=1 KEEP_TMP=0
 AUTH="${PINROUTE_BENCH_AUTH:-auto}"

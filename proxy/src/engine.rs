@@ -24,6 +24,7 @@ mod connection;
 mod exchange;
 mod filters;
 mod log;
+mod memo;
 pub mod pool;
 mod reply;
 mod request;

@@ -12,6 +12,7 @@ use pingora::protocols::{Stream, ALPN};
 use pingora::server::ShutdownWatch;
 
 use super::exchange;
+use super::memo::ConnectionMemo;
 use super::upstream::BoundSlot;
 use crate::state::Shared;
 
@@ -35,6 +36,7 @@ pub async fn speaks_h2(stream: &mut Stream, h2c: bool) -> bool {
 /// next (see [`BoundSlot`]); pipelined requests are served in order.
 pub async fn serve_http1(shared: &Arc<Shared>, mut stream: Stream, shutdown: &ShutdownWatch) {
     let mut slot = BoundSlot::default();
+    let mut memo = ConnectionMemo::default();
     let mut prefix: Option<BytesMut> = None;
     // The wait for the first request: `keepalive_timeout` ("0s": no limit).
     let mut keepalive = Some(shared.config().server.keepalive_timeout.map_or(0, |d| d.as_secs().max(1)));
@@ -55,7 +57,7 @@ pub async fn serve_http1(shared: &Arc<Shared>, mut stream: Stream, shutdown: &Sh
                 return;
             }
         }
-        if !exchange::serve(shared, &mut session, &mut slot).await {
+        if !exchange::serve(shared, &mut session, &mut slot, &mut memo).await {
             return;
         }
         keepalive = session.get_keepalive();
@@ -93,7 +95,8 @@ impl HttpServerApp for Http2Front {
         _shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
         let mut slot = BoundSlot::default();
-        if exchange::serve(&self.shared, &mut session, &mut slot).await {
+        let mut memo = ConnectionMemo::default();
+        if exchange::serve(&self.shared, &mut session, &mut slot, &mut memo).await {
             let _ = session.finish().await;
         }
         None

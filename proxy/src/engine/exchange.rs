@@ -15,6 +15,7 @@ use pingora::ErrorType;
 use super::body::{pump_response_body, read_small, send_request_body, PumpError, RequestBody};
 use super::filters::{client_head, elsewhere, learn_request_ids};
 use super::log::{record, Outcome};
+use super::memo::ConnectionMemo;
 use super::reply::{self, UNAVAILABLE};
 use super::request::RequestCtx;
 use super::request_head::{is_upgrade, write_upstream_head, HeadFacts};
@@ -31,7 +32,12 @@ const CANCEL_BODY_MAX: usize = 16 * 1024;
 
 /// Serves one request on `down`; `true` when the client connection may
 /// carry another one.
-pub async fn serve(shared: &Arc<Shared>, down: &mut ServerSession, slot: &mut BoundSlot) -> bool {
+pub async fn serve(
+    shared: &Arc<Shared>,
+    down: &mut ServerSession,
+    slot: &mut BoundSlot,
+    memo: &mut ConnectionMemo,
+) -> bool {
     let start = Instant::now();
     let snapshot = shared.snapshot();
     // An idle keep-alive connection is closed after `keepalive_timeout`
@@ -41,13 +47,19 @@ pub async fn serve(shared: &Arc<Shared>, down: &mut ServerSession, slot: &mut Bo
     }
     let client = down.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
     let mut ctx = RequestCtx::new(snapshot, client, start);
-    let outcome = walk(shared, down, slot, &mut ctx).await;
-    record(shared, &ctx, down, &outcome);
+    let outcome = walk(shared, down, slot, memo, &mut ctx).await;
+    record(shared, &ctx, down, &outcome, memo);
     ctx.guard = None;
     outcome.reusable()
 }
 
-async fn walk(shared: &Arc<Shared>, down: &mut ServerSession, slot: &mut BoundSlot, ctx: &mut RequestCtx) -> Outcome {
+async fn walk(
+    shared: &Arc<Shared>,
+    down: &mut ServerSession,
+    slot: &mut BoundSlot,
+    memo: &mut ConnectionMemo,
+    ctx: &mut RequestCtx,
+) -> Outcome {
     if let Some(problem) = framing_problem(down) {
         return local(down, 400, problem, &[], false).await;
     }
@@ -93,7 +105,8 @@ async fn walk(shared: &Arc<Shared>, down: &mut ServerSession, slot: &mut BoundSl
         let retry_after = [("retry-after".to_string(), "5".to_string())];
         return local(down, 503, UNAVAILABLE, &retry_after, true).await;
     }
-    proxy(shared, down, slot, ctx, &body, HeadOptions { tls, answered_continue, max_body, declared }).await
+    let options = HeadOptions { tls, answered_continue, max_body, declared };
+    proxy(shared, down, slot, memo, ctx, &body, options).await
 }
 
 /// Picks the first backend: the owner of a known request id, else the
@@ -134,6 +147,7 @@ async fn proxy(
     shared: &Arc<Shared>,
     down: &mut ServerSession,
     slot: &mut BoundSlot,
+    memo: &mut ConnectionMemo,
     ctx: &mut RequestCtx,
     body: &RequestBody,
     options: HeadOptions,
@@ -162,6 +176,9 @@ async fn proxy(
         let (timeouts, connect_tries) = (config.timeouts, config.connect_tries);
         let addr = entry.discovered.addr;
         let now = Instant::now();
+        if let (PinOutcome::Pinned, Some(ip)) = (forward.pin, ctx.client) {
+            memo.note_pinned(entry, ip, now);
+        }
         let kept = if resent { None } else { slot.checkout(addr, check, now).await };
         let reused = kept.is_some();
         let stream = match kept {
@@ -201,7 +218,7 @@ async fn proxy(
         let read_timeout = (!upgrade).then_some(timeouts.read);
         let mut wire = BytesMut::with_capacity(512);
         let facts = HeadFacts {
-            client: ctx.client,
+            client: ctx.client.map(|ip| memo.client_text(ip)),
             proto: if options.tls { "https" } else { "http" },
             strip: &ctx.strip_headers,
             add: &ctx.auth_headers,

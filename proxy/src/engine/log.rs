@@ -2,6 +2,7 @@
 
 use pingora::protocols::http::ServerSession;
 
+use super::memo::ConnectionMemo;
 use super::request::RequestCtx;
 use crate::state::Shared;
 
@@ -47,15 +48,14 @@ impl Outcome {
 }
 
 /// Counts the request and writes its access-log line.
-pub fn record(shared: &Shared, ctx: &RequestCtx, down: &ServerSession, outcome: &Outcome) {
+pub fn record(shared: &Shared, ctx: &RequestCtx, down: &ServerSession, outcome: &Outcome, memo: &mut ConnectionMemo) {
     let route = ctx.route_label();
-    let backend = ctx.backend_id.as_deref().unwrap_or("-");
     let elapsed = ctx.start.elapsed();
     // StatusCode's own text: no allocation per request (0: nothing was sent).
     let code = http::StatusCode::from_u16(outcome.status).ok();
     let code = code.as_ref().map_or("0", http::StatusCode::as_str);
-    shared.metrics.requests.with_label_values(&[route, backend, code]).inc();
-    shared.metrics.duration.with_label_values(&[route]).observe(elapsed.as_secs_f64());
+    memo.count_request(&shared.metrics, route, ctx.backend_id.as_ref(), (outcome.status, code), elapsed);
+    let backend = ctx.backend_id.as_deref().unwrap_or("-");
     if !tracing::enabled!(target: "pinroute::access", tracing::Level::INFO) {
         return;
     }

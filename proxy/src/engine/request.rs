@@ -118,12 +118,8 @@ impl RequestCtx {
         self.backend_id = Some(entry.discovered.id.clone());
         self.set_cookie = None;
         match forward.pin {
-            PinOutcome::RequestId => {}
-            PinOutcome::Pinned => {
-                if let Some(ip) = self.client {
-                    entry.runtime.note_pinned_client(ip, Instant::now());
-                }
-            }
+            // A pinned client is counted by the attempt (`ConnectionMemo::note_pinned`).
+            PinOutcome::RequestId | PinOutcome::Pinned => {}
             PinOutcome::New | PinOutcome::Repinned => {
                 if let (Some(value), Some(route)) =
                     (snapshot.views[forward.route].pins.get(forward.backend), snapshot.config.routes.get(forward.route))

@@ -4,9 +4,6 @@
 //! the forwarding headers set and client-supplied identity headers
 //! stripped, plus what authentication adds.
 
-use std::io::Write;
-use std::net::IpAddr;
-
 use bytes::{BufMut, BytesMut};
 use http::header::{self, HeaderName};
 use http::Version;
@@ -17,8 +14,8 @@ use crate::forwarded::IDENTITY_HEADERS;
 /// What the head depends on besides the client's own head.
 #[derive(Debug)]
 pub struct HeadFacts<'a> {
-    /// The client's address.
-    pub client: Option<IpAddr>,
+    /// The client's address, as text.
+    pub client: Option<&'a [u8]>,
     /// `https` or `http`.
     pub proto: &'static str,
     /// Client headers removed (those the auth service sets).
@@ -112,7 +109,7 @@ pub fn write_upstream_head(client: &RequestHeader, facts: &HeadFacts<'_>, out: &
     if facts.chunked {
         out.put_slice(b"transfer-encoding: chunked\r\n");
     }
-    if let Some(ip) = facts.client.map(|ip| ip.to_canonical()) {
+    if let Some(ip) = facts.client {
         out.put_slice(b"x-forwarded-for: ");
         for existing in
             client.headers.get_all("x-forwarded-for").iter().filter(|v| !v.as_bytes().trim_ascii().is_empty())
@@ -120,7 +117,9 @@ pub fn write_upstream_head(client: &RequestHeader, facts: &HeadFacts<'_>, out: &
             out.put_slice(existing.as_bytes());
             out.put_slice(b", ");
         }
-        let _ = write!(out.writer(), "{ip}\r\nx-real-ip: {ip}\r\n");
+        out.put_slice(ip);
+        out.put_slice(b"\r\n");
+        field(out, b"x-real-ip", ip);
     }
     field(out, b"x-forwarded-proto", facts.proto.as_bytes());
     if let Some(host) = host {
@@ -151,7 +150,7 @@ mod tests {
 
     fn facts() -> HeadFacts<'static> {
         HeadFacts {
-            client: Some("127.0.0.9".parse().unwrap()),
+            client: Some(b"127.0.0.9"),
             proto: "http",
             strip: &[],
             add: &[],
