@@ -57,8 +57,7 @@ async fn cookies_of(p: &ProxyProcess, want: usize) -> Vec<(String, String)> {
 
 fn replays(metrics: &str, reason: &str) -> u64 {
     let key = format!("pinroute_request_replays_total{{reason=\"{reason}\"}} ");
-    metrics.lines().find_map(|l| l.strip_prefix(&key)).and_then(|v| v.trim().parse::<f64>().ok()).unwrap_or(0.0)
-        as u64
+    metrics.lines().find_map(|l| l.strip_prefix(&key)).and_then(|v| v.trim().parse::<f64>().ok()).unwrap_or(0.0) as u64
 }
 
 async fn metrics(p: &ProxyProcess) -> String {
@@ -130,10 +129,8 @@ async fn two_replicas_behind_an_l4_balancer_roll_without_a_failure() {
     let failures = load.stats.failures();
     let report = load.stop().await;
     let (m1, m2) = (metrics(&one).await, metrics(&two).await);
-    let replayed: Vec<u64> = ["draining_503", "request_id_404"]
-        .iter()
-        .map(|reason| replays(&m1, reason) + replays(&m2, reason))
-        .collect();
+    let replayed: Vec<u64> =
+        ["draining_503", "request_id_404"].iter().map(|reason| replays(&m1, reason) + replays(&m2, reason)).collect();
     eprintln!(
         "two replicas: {report:?}, connections per replica {:?}, replayed (draining_503, request_id_404) {replayed:?}",
         balancer.accepted()

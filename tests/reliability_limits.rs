@@ -10,8 +10,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pinroute_tests::cpu::{cpu_share, nofile_launcher, nofile_limit, open_fds};
 use pinroute_tests::http1::Http1Connection;
+use pinroute_tests::procfs::{cpu_share, nofile_launcher, nofile_limit, open_fds, tcp_sockets};
 use pinroute_tests::raw_backend::{KeepAlive, RawBackend};
 use pinroute_tests::{wait_until, BackendProcess, ProxyProcess};
 use rand::Rng;
@@ -23,6 +23,8 @@ const KEY: (&str, &str) = ("PINROUTE_COOKIE_KEY", "limits-key-0123456789abcdef")
 const NOFILE: u64 = 256;
 /// Client connections opened against it.
 const FLOOD: usize = 400;
+/// `/proc/net/tcp`'s state number of a listening socket.
+const LISTEN: u8 = 0x0A;
 
 fn tail(log: &str) -> String {
     let lines: Vec<&str> = log.lines().collect();
@@ -35,6 +37,8 @@ struct Flood {
     connected: usize,
     connect_failed: usize,
     answered_200: usize,
+    /// The proxy's JSON 503 (no backend could be reached).
+    answered_503: usize,
     answered_other: usize,
     closed: usize,
     waiting: usize,
@@ -51,6 +55,33 @@ async fn flood_request(stream: &mut tokio::net::TcpStream, wait: Duration) -> Re
         Ok(Ok(n)) if n > 12 => Ok(String::from_utf8_lossy(&buf[9..12]).parse().unwrap_or(0)),
         Ok(_) => Err(false),
     }
+}
+
+/// Opens [`FLOOD`] connections to `addr` and sends a request on each; what
+/// they got within `wait`, and the connections (open until dropped).
+async fn flood(addr: SocketAddr, wait: Duration) -> (Flood, Vec<tokio::net::TcpStream>) {
+    let connects =
+        (0..FLOOD).map(|_| tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect(addr)));
+    let mut flood = Flood::default();
+    let mut streams = Vec::new();
+    for c in futures::future::join_all(connects).await {
+        match c {
+            Ok(Ok(s)) => streams.push(s),
+            _ => flood.connect_failed += 1,
+        }
+    }
+    flood.connected = streams.len();
+    let answers = futures::future::join_all(streams.iter_mut().map(|s| flood_request(s, wait))).await;
+    for a in answers {
+        match a {
+            Ok(200) => flood.answered_200 += 1,
+            Ok(503) => flood.answered_503 += 1,
+            Ok(_) => flood.answered_other += 1,
+            Err(true) => flood.waiting += 1,
+            Err(false) => flood.closed += 1,
+        }
+    }
+    (flood, streams)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -73,25 +104,12 @@ async fn running_out_of_file_descriptors_keeps_serving_and_recovers() {
     let r = kept.send("GET", "/api/health", &[], b"", deadline).await.unwrap();
     assert_eq!((r.status, r.served_by()), (200, "a"));
 
-    let connects = (0..FLOOD).map(|_| tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect(p.addr)));
-    let mut flood = Flood::default();
-    let mut streams = Vec::new();
-    for c in futures::future::join_all(connects).await {
-        match c {
-            Ok(Ok(s)) => streams.push(s),
-            _ => flood.connect_failed += 1,
-        }
-    }
-    flood.connected = streams.len();
-    let answers = futures::future::join_all(streams.iter_mut().map(|s| flood_request(s, Duration::from_secs(2)))).await;
-    for a in answers {
-        match a {
-            Ok(200) => flood.answered_200 += 1,
-            Ok(_) => flood.answered_other += 1,
-            Err(true) => flood.waiting += 1,
-            Err(false) => flood.closed += 1,
-        }
-    }
+    let (flood, streams) = flood(p.addr, Duration::from_secs(2)).await;
+    assert_eq!(
+        (flood.answered_other, flood.closed),
+        (0, 0),
+        "served, refused with the JSON 503, or waiting: {flood:?}"
+    );
     let fds_exhausted = open_fds(pid).unwrap();
     assert!(fds_exhausted as u64 >= NOFILE - 16, "the flood used up the descriptors: {fds_exhausted} open, {flood:?}");
 
@@ -123,7 +141,9 @@ async fn running_out_of_file_descriptors_keeps_serving_and_recovers() {
     drop(streams);
     let recovered = wait_until(Duration::from_secs(10), || async {
         match Http1Connection::connect(p.addr).await {
-            Ok(mut c) => c.send("GET", "/api/health", &[], b"", Duration::from_secs(2)).await.is_ok_and(|r| r.status == 200),
+            Ok(mut c) => {
+                c.send("GET", "/api/health", &[], b"", Duration::from_secs(2)).await.is_ok_and(|r| r.status == 200)
+            }
             Err(_) => false,
         }
     })
@@ -136,8 +156,65 @@ async fn running_out_of_file_descriptors_keeps_serving_and_recovers() {
     }
     let r = kept.send("GET", "/api/health", &[], b"", deadline).await.unwrap();
     assert_eq!(r.status, 200);
-    let fds_after = wait_until(Duration::from_secs(10), || async { open_fds(pid).unwrap_or(usize::MAX) <= fds_idle + 8 }).await;
-    assert!(fds_after, "descriptors are released: {} open, {fds_idle} before", open_fds(pid).unwrap_or(0));
+    // Every closed client connection's descriptor is released (the kept
+    // client's is the one left). Idle upstream connections may stay pooled.
+    let (listen, upstream) = (p.addr.port(), backend.addr.port());
+    let clients_open = || {
+        let sockets = tcp_sockets(pid).unwrap_or_default();
+        sockets.iter().filter(|s| s.local_port == listen && s.state != LISTEN).count()
+    };
+    let released = wait_until(Duration::from_secs(10), || async { clients_open() <= 1 }).await;
+    let sockets = tcp_sockets(pid).unwrap();
+    let pooled = sockets.iter().filter(|s| s.remote_port == upstream).count();
+    eprintln!(
+        "fd exhaustion, after: {} fds open ({fds_idle} before the flood): {} client connection(s), {pooled} upstream",
+        open_fds(pid).unwrap_or(0),
+        clients_open()
+    );
+    assert!(released, "closed client connections are released: {} still open", clients_open());
+}
+
+/// The proxy's own `EMFILE` on an upstream `connect()` is not the backend's
+/// fault: a client pinned to a healthy backend, on a connection that needs
+/// no new descriptor, keeps its backend and its cookie while the proxy is
+/// out of descriptors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "defect: EMFILE from the proxy's own upstream connect() ejects the backend (proxy/src/engine/upstream.rs \
+            connect maps every io::Error to AttemptError::Connect; exchange.rs then calls record_connect_failure), \
+            so pinned clients are re-pinned or refused with 503 while the proxy is out of descriptors"]
+async fn an_exhausted_proxy_does_not_eject_healthy_backends() {
+    let a = BackendProcess::spawn(Path::new(BIN), "a", "127.0.0.1:0", false).unwrap();
+    let b = BackendProcess::spawn(Path::new(BIN), "b", "127.0.0.1:0", false).unwrap();
+    let route = format!(
+        "[[route]]\nprefix = \"/\"\nbackends = [\"{}\", \"{}\"]\n[route.health_check]\nenabled = false\n",
+        a.addr, b.addr
+    );
+    let launcher = nofile_launcher(NOFILE).unwrap();
+    let p = ProxyProcess::start_with_env(&launcher, "", &route, &[KEY, ("PINROUTE_REAL_BIN", BIN)]).await.unwrap();
+    let deadline = Duration::from_secs(5);
+    // A client pinned to `a` on one keep-alive connection (its upstream connection stays with it).
+    let mut kept = Http1Connection::connect(p.addr).await.unwrap();
+    let cookie = loop {
+        let r = kept.send("GET", "/api/health", &[], b"", deadline).await.unwrap();
+        if r.served_by() == "a" {
+            break format!("SKYPILOT_ROUTEID={}", r.routeid().unwrap());
+        }
+    };
+    // Asked while the flood's requests are being refused (a passive ejection lasts 1 s).
+    let (flood, _streams) = flood(p.addr, Duration::from_millis(300)).await;
+    let r = kept.send("GET", "/api/health", &[("cookie", &cookie)], b"", deadline).await.unwrap();
+    eprintln!(
+        "exhausted: {flood:?}; the pinned client got {} from {} (re-pinned: {})",
+        r.status,
+        r.served_by(),
+        r.routeid().is_some()
+    );
+    assert_eq!(
+        (r.status, r.served_by(), r.routeid()),
+        (200, "a", None),
+        "still a's, with no new cookie\n{}",
+        tail(&p.log())
+    );
 }
 
 /// How the race runs for one idle timeout.
@@ -218,7 +295,10 @@ async fn keep_alive_race(race: Race) {
     let backend = RawBackend::start("a", KeepAlive::IdleTimeout(race.idle)).await.unwrap();
     // No health checks (their connections would be counted); debug logs of
     // the exchange name every resend on a fresh connection.
-    let route = format!("[[route]]\nprefix = \"/\"\nbackends = [\"{}\"]\n[route.health_check]\nenabled = false\n", backend.addr);
+    let route = format!(
+        "[[route]]\nprefix = \"/\"\nbackends = [\"{}\"]\n[route.health_check]\nenabled = false\n",
+        backend.addr
+    );
     let env = [KEY, ("RUST_LOG", "info,pinroute::engine::exchange=debug")];
     let p = ProxyProcess::start_with_env(Path::new(BIN), "", &route, &env).await.unwrap();
     let race = Arc::new(race);

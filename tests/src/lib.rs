@@ -6,10 +6,10 @@
 pub mod certs;
 pub mod client;
 pub mod cluster;
-pub mod cpu;
 pub mod fake_kube;
 pub mod http1;
 pub mod l4_balancer;
+pub mod procfs;
 /// The sky-CLI-shaped load driver (shared with `pinroute demo --rolling`).
 pub use pinroute::demo::load;
 pub mod process;

@@ -1,5 +1,6 @@
-//! What a child process costs, read from `/proc`: CPU time (a busy loop
-//! shows up there and nowhere else) and open file descriptors.
+//! What a child process costs and holds, read from `/proc`: CPU time (a
+//! busy loop shows up there and nowhere else), open file descriptors, its
+//! TCP sockets, and its descriptor limit.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -45,6 +46,46 @@ pub async fn cpu_share(pid: u32, window: Duration) -> anyhow::Result<f64> {
 pub fn open_fds(pid: u32) -> anyhow::Result<usize> {
     let dir = PathBuf::from(format!("/proc/{pid}/fd"));
     Ok(std::fs::read_dir(&dir).with_context(|| dir.display().to_string())?.count())
+}
+
+/// One TCP socket of a process (IPv4, as everything here is on 127.0.0.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpSocket {
+    /// Local port.
+    pub local_port: u16,
+    /// Remote port (0 for a listener).
+    pub remote_port: u16,
+    /// The kernel's state number (`01` established, `08` close-wait, `0A` listen).
+    pub state: u8,
+}
+
+/// The TCP sockets `pid` holds: its descriptors' socket inodes matched
+/// against `/proc/<pid>/net/tcp`.
+pub fn tcp_sockets(pid: u32) -> anyhow::Result<Vec<TcpSocket>> {
+    let mut inodes = std::collections::HashSet::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd"))?.flatten() {
+        if let Ok(target) = std::fs::read_link(entry.path()) {
+            let target = target.to_string_lossy().into_owned();
+            if let Some(inode) = target.strip_prefix("socket:[").and_then(|t| t.strip_suffix(']')) {
+                inodes.insert(inode.to_string());
+            }
+        }
+    }
+    let table = std::fs::read_to_string(format!("/proc/{pid}/net/tcp"))?;
+    let port = |addr: &str| addr.rsplit_once(':').and_then(|(_, p)| u16::from_str_radix(p, 16).ok()).unwrap_or(0);
+    Ok(table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (local, remote, state, inode) = (f.get(1)?, f.get(2)?, f.get(3)?, f.get(9)?);
+            inodes.contains(*inode).then(|| TcpSocket {
+                local_port: port(local),
+                remote_port: port(remote),
+                state: u8::from_str_radix(state, 16).unwrap_or(0),
+            })
+        })
+        .collect())
 }
 
 /// The soft `Max open files` limit of `pid`.
