@@ -10,6 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use pinroute_tests::client::backend_state;
 use pinroute_tests::cluster::{FakeCluster, NS};
 use pinroute_tests::http1::{Answer, BodyEnd, Http1Connection};
 use pinroute_tests::l4_balancer::L4Balancer;
@@ -208,6 +209,18 @@ async fn a_hung_backend_is_avoided_and_its_requests_end_with_a_504() {
 
     let stopped = Instant::now();
     signal(a.pid(), "STOP");
+    // How long until the admin table shows it down (health checks every 300 ms, 200 ms timeout).
+    let ejection = {
+        let (admin, id) = (p.admin, a.addr.to_string());
+        tokio::spawn(async move {
+            let down = wait_until(Duration::from_secs(10), || {
+                let id = id.clone();
+                async move { backend_state(admin, &id).await.as_deref() == Some("down") }
+            })
+            .await;
+            down.then(|| stopped.elapsed())
+        })
+    };
     // Requests pinned to `a` right after it stopped, before any health check could notice.
     let pinned: Vec<_> = (0..4)
         .map(|_| {
@@ -220,7 +233,7 @@ async fn a_hung_backend_is_avoided_and_its_requests_end_with_a_504() {
     let upload_after = stopped.elapsed();
     assert_eq!(timed_out_or_elsewhere(&upload_answer), "504", "the upload was on a when it stopped");
 
-    let ejected = p.wait_backend_state(&a.addr.to_string(), "down").await.unwrap();
+    let ejected = ejection.await.unwrap().expect("the health checks eject the hung backend");
     let mut pinned_outcomes = Vec::new();
     for task in pinned {
         pinned_outcomes.push(timed_out_or_elsewhere(&task.await.unwrap()));
@@ -243,7 +256,7 @@ async fn a_hung_backend_is_avoided_and_its_requests_end_with_a_504() {
     let new_cookie = r.routeid().expect("re-pinned with a cookie for b");
     assert_ne!(new_cookie, cookie_a);
     eprintln!(
-        "hung backend: upload 504 after {upload_after:?}; down after {ejected:?}; pinned GETs {pinned_outcomes:?}; \
+        "hung backend: upload 504 after {upload_after:?}; down {ejected:?} after the stop; pinned GETs {pinned_outcomes:?}; \
          stream cut after {lines} lines, {stream_after:?} after the stop"
     );
 
