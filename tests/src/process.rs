@@ -126,6 +126,11 @@ impl BackendProcess {
         let _ = self.child.wait();
     }
 
+    /// Process id (for `kill -STOP`: a backend that hangs instead of dying).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Whether the process has exited (e.g. after `POST /crash`).
     pub fn has_exited(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(Some(_)))

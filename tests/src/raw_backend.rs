@@ -3,6 +3,9 @@
 //! connection in every response, and can close kept connections the way
 //! real servers do (right after a response, or when the next request
 //! arrives), so the engine's upstream connection reuse can be observed.
+//! A POST carrying `x-post-id` is counted by that id when it runs (its whole
+//! request was read and it is answered), so a test can tell a POST that
+//! never ran from one that ran twice.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -35,12 +38,24 @@ pub struct Seen {
     pub connections: AtomicU64,
     /// Requests by `METHOD /path` and body (the body names a POST).
     pub requests: Mutex<HashMap<String, u64>>,
+    /// POSTs run, by their `x-post-id`.
+    pub posts: Mutex<HashMap<String, u64>>,
 }
 
 impl Seen {
     /// How often `METHOD /path` (with `body`, if not empty) was received.
     pub fn count(&self, key: &str) -> u64 {
         self.requests.lock().map(|m| m.get(key).copied().unwrap_or(0)).unwrap_or(0)
+    }
+
+    /// How often the POST with `x-post-id: id` ran (0: never).
+    pub fn post_runs(&self, id: &str) -> u64 {
+        self.posts.lock().map(|m| m.get(id).copied().unwrap_or(0)).unwrap_or(0)
+    }
+
+    /// POSTs with an `x-post-id` run so far, repeats included.
+    pub fn posts_run(&self) -> u64 {
+        self.posts.lock().map(|m| m.values().sum()).unwrap_or(0)
     }
 }
 
@@ -84,8 +99,16 @@ impl RawBackend {
     }
 }
 
-/// One parsed request: `METHOD /path`, and its body.
-async fn read_request(socket: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(String, Vec<u8>)> {
+/// One parsed request.
+struct Request {
+    /// `METHOD /path`.
+    key: String,
+    body: Vec<u8>,
+    /// Its `x-post-id` header.
+    post_id: Option<String>,
+}
+
+async fn read_request(socket: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Request> {
     let head_end = loop {
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             break end + 4;
@@ -101,11 +124,10 @@ async fn read_request(socket: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(Stri
     let mut lines = head.split("\r\n");
     let mut start = lines.next()?.split(' ');
     let key = format!("{} {}", start.next()?, start.next()?);
-    let length: usize = lines
-        .filter_map(|l| l.split_once(':'))
-        .find(|(name, _)| name.trim().eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.trim().parse().ok())
-        .unwrap_or(0);
+    let headers: Vec<(&str, &str)> = lines.filter_map(|l| l.split_once(':')).collect();
+    let header = |name: &str| headers.iter().find(|(n, _)| n.trim().eq_ignore_ascii_case(name)).map(|(_, v)| v.trim());
+    let length: usize = header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let post_id = header("x-post-id").map(str::to_string);
     while buf.len() < head_end + length {
         let mut chunk = [0u8; 4096];
         let n = socket.read(&mut chunk).await.ok()?;
@@ -116,7 +138,7 @@ async fn read_request(socket: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(Stri
     }
     let body = buf[head_end..head_end + length].to_vec();
     buf.drain(..head_end + length);
-    Some((key, body))
+    Some(Request { key, body, post_id })
 }
 
 async fn serve(mut socket: TcpStream, id: u64, name: String, keep_alive: KeepAlive, seen: Arc<Seen>) {
@@ -132,13 +154,18 @@ async fn serve(mut socket: TcpStream, id: u64, name: String, keep_alive: KeepAli
             }
             _ => read_request(&mut socket, &mut buf).await,
         };
-        let Some((key, body)) = next else { return };
+        let Some(Request { key, body, post_id }) = next else { return };
         let key = if body.is_empty() { key } else { format!("{key} {}", String::from_utf8_lossy(&body)) };
         if let Ok(mut requests) = seen.requests.lock() {
             *requests.entry(key.clone()).or_default() += 1;
         }
         if keep_alive == KeepAlive::DropSecondRequest && served == 1 {
             return;
+        }
+        if let Some(id) = post_id.filter(|_| key.starts_with("POST ")) {
+            if let Ok(mut posts) = seen.posts.lock() {
+                *posts.entry(id).or_default() += 1;
+            }
         }
         let reply = format!("{name} {key}");
         let response = format!(
