@@ -83,7 +83,10 @@ fn adopt_classes_without_adopt_namespaces_is_an_error_naming_both_keys() {
         "[ingress]\nadopt_classes = [\"nginx\"]\nadopt_namespaces = []\n",
         &["key `ingress.adopt_classes`", "ingress.adopt_namespaces"],
     );
-    passes("adopt-both", "[ingress]\nclass = \"pinroute\"\nadopt_classes = [\"nginx\"]\nadopt_namespaces = [\"skypilot\"]\n");
+    passes(
+        "adopt-both",
+        "[ingress]\nclass = \"pinroute\"\nadopt_classes = [\"nginx\"]\nadopt_namespaces = [\"skypilot\"]\n",
+    );
 }
 
 #[test]
@@ -110,9 +113,14 @@ fn adopting_in_a_namespace_that_is_not_watched_is_an_error() {
 
 #[test]
 fn a_status_address_the_api_server_would_refuse_is_an_error() {
-    for (name, value) in [("status-empty", ""), ("status-url", "http://203.0.113.10/"), ("status-port", "203.0.113.10:80")]
+    for (name, value) in
+        [("status-empty", ""), ("status-url", "http://203.0.113.10/"), ("status-port", "203.0.113.10:80")]
     {
-        refused(name, &format!("[ingress]\nstatus_address = {value:?}\n"), &["key `ingress.status_address`", "drop the key"]);
+        refused(
+            name,
+            &format!("[ingress]\nstatus_address = {value:?}\n"),
+            &["key `ingress.status_address`", "drop the key"],
+        );
     }
     passes("status-ip", "[ingress]\nstatus_address = \"203.0.113.10\"\n");
     passes("status-name", "[ingress]\nstatus_address = \"lb.example.com\"\n");
@@ -136,7 +144,10 @@ fn tls_without_listeners_is_an_error_in_both_modes() {
         "[server.tls]\nlisten = []\n[[route]]\nbackends = [\"127.0.0.1:1\"]\n",
         &["key `server.tls.listen`"],
     );
-    passes("tls-ingress-secrets-only", "[server.tls]\nlisten = [\"127.0.0.1:8443\"]\nredirect_http = true\n[ingress]\n");
+    passes(
+        "tls-ingress-secrets-only",
+        "[server.tls]\nlisten = [\"127.0.0.1:8443\"]\nredirect_http = true\n[ingress]\n",
+    );
 }
 
 #[test]

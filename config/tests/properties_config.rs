@@ -202,7 +202,7 @@ fn check_error(text: &str, error: &ConfigError) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(3000))]
+    #![proptest_config(ProptestConfig { cases: 3000, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn arbitrary_text_never_panics_and_errors_name_the_file(text in prop_oneof![".{0,200}", "[\\[\\]a-z_=\"{}., \n0-9]{0,200}"]) {

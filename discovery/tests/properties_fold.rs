@@ -143,7 +143,13 @@ fn history() -> impl Strategy<Value = History> {
             prop::collection::vec(0..30usize, 0..4),
             prop::collection::vec(prop_oneof![4 => 0..3u64, 1 => 20..90u64], 40),
         )
-            .prop_map(|(initial, steps, order, relists, gaps)| History { initial, steps, order, relists, gaps })
+            .prop_map(|(initial, steps, order, relists, gaps)| History {
+                initial,
+                steps,
+                order,
+                relists,
+                gaps,
+            })
     })
 }
 
@@ -151,7 +157,8 @@ fn history() -> impl Strategy<Value = History> {
 fn fold(h: &History, t0: Instant) -> (RoutingTable, Vec<PodState>) {
     let mut world = h.initial.clone();
     let mut now = t0;
-    let mut table = apply(&RoutingTable::empty(1), DiscoveryEvent::Replace { route: 0, backends: listing(&world) }, now);
+    let mut table =
+        apply(&RoutingTable::empty(1), DiscoveryEvent::Replace { route: 0, backends: listing(&world) }, now);
     let mut next = vec![0usize; world.len()];
     let mut queue: Vec<usize> = h.order.clone();
     // Whatever the order left out is delivered at the end, pod by pod.

@@ -27,22 +27,77 @@ fn settings() -> IngressSettings {
 // ---- arbitrary shapes ----------------------------------------------------
 
 const ANNOTATIONS: &[&str] = &[
-    "affinity", "affinity-mode", "session-cookie-name", "session-cookie-change-on-failure", "session-cookie-max-age",
-    "session-cookie-path", "proxy-read-timeout", "proxy-send-timeout", "proxy-connect-timeout", "proxy-body-size",
-    "proxy-next-upstream-tries", "rewrite-target", "use-regex", "ssl-redirect", "force-ssl-redirect",
-    "backend-protocol", "auth-type", "auth-secret", "auth-secret-type", "auth-realm", "auth-url", "auth-signin",
-    "auth-response-headers", "auth-snippet", "configuration-snippet", "server-snippet", "whitelist-source-range",
-    "canary", "x-unknown",
+    "affinity",
+    "affinity-mode",
+    "session-cookie-name",
+    "session-cookie-change-on-failure",
+    "session-cookie-max-age",
+    "session-cookie-path",
+    "proxy-read-timeout",
+    "proxy-send-timeout",
+    "proxy-connect-timeout",
+    "proxy-body-size",
+    "proxy-next-upstream-tries",
+    "rewrite-target",
+    "use-regex",
+    "ssl-redirect",
+    "force-ssl-redirect",
+    "backend-protocol",
+    "auth-type",
+    "auth-secret",
+    "auth-secret-type",
+    "auth-realm",
+    "auth-url",
+    "auth-signin",
+    "auth-response-headers",
+    "auth-snippet",
+    "configuration-snippet",
+    "server-snippet",
+    "whitelist-source-range",
+    "canary",
+    "x-unknown",
 ];
 
 fn annotation_value() -> impl Strategy<Value = String> {
     prop_oneof![
         prop::sample::select(vec![
-            "", "true", "false", "TRUE", "0", "1", "3600", "-1", "99999999999999999999", "10m", "1000m", "1g", "0.5",
-            "cookie", "basic", "digest", "auth-file", "auth-map", "/$2", "/", "/$1", "$host", "http://$host/oauth2/auth",
-            "https://$host/oauth2/auth?x=1", "http://$remote_addr/x", "http://oauth2.skypilot:4180/oauth2/auth",
-            "ftp://x", "http://", "X-Auth-Request-Email, X-Skypilot-Auth", "bad header,", "HTTP", "GRPC",
-            "basic-auth", "nosuch", "SKYPILOT_ROUTEID", "a b", "/second-server",
+            "",
+            "true",
+            "false",
+            "TRUE",
+            "0",
+            "1",
+            "3600",
+            "-1",
+            "99999999999999999999",
+            "10m",
+            "1000m",
+            "1g",
+            "0.5",
+            "cookie",
+            "basic",
+            "digest",
+            "auth-file",
+            "auth-map",
+            "/$2",
+            "/",
+            "/$1",
+            "$host",
+            "http://$host/oauth2/auth",
+            "https://$host/oauth2/auth?x=1",
+            "http://$remote_addr/x",
+            "http://oauth2.skypilot:4180/oauth2/auth",
+            "ftp://x",
+            "http://",
+            "X-Auth-Request-Email, X-Skypilot-Auth",
+            "bad header,",
+            "HTTP",
+            "GRPC",
+            "basic-auth",
+            "nosuch",
+            "SKYPILOT_ROUTEID",
+            "a b",
+            "/second-server",
         ])
         .prop_map(str::to_string),
         Just(CHART_AUTH_SNIPPET.to_string()),
@@ -70,8 +125,21 @@ fn maybe<T: Strategy>(s: T) -> impl Strategy<Value = Option<T::Value>> {
 fn path_value() -> impl Strategy<Value = Value> {
     let path = prop_oneof![
         prop::sample::select(vec![
-            "/", "/oauth2", "/second-server", "/second-server(/|$)(.*)", "/a/b/", "/x/[0-9]+", "//", "/a/../b",
-            "/%2e", "/a%2Fb", "relative", "", "/é", "/a b", "/a?b",
+            "/",
+            "/oauth2",
+            "/second-server",
+            "/second-server(/|$)(.*)",
+            "/a/b/",
+            "/x/[0-9]+",
+            "//",
+            "/a/../b",
+            "/%2e",
+            "/a%2Fb",
+            "relative",
+            "",
+            "/é",
+            "/a b",
+            "/a?b",
         ])
         .prop_map(str::to_string),
         ".{0,10}",
@@ -87,11 +155,7 @@ fn path_value() -> impl Strategy<Value = Value> {
         1 => Just(json!({"resource": {"kind": "Bucket", "name": "b"}})),
         1 => Just(json!({})),
     ];
-    (
-        maybe(path),
-        prop::sample::select(vec!["Prefix", "Exact", "ImplementationSpecific", "Regex", ""]),
-        backend,
-    )
+    (maybe(path), prop::sample::select(vec!["Prefix", "Exact", "ImplementationSpecific", "Regex", ""]), backend)
         .prop_map(|(path, path_type, backend)| {
             let mut p = json!({"pathType": path_type, "backend": backend});
             if let Some(path) = path {
@@ -104,7 +168,8 @@ fn path_value() -> impl Strategy<Value = Value> {
 fn rule() -> impl Strategy<Value = Value> {
     (
         maybe(prop_oneof![
-            prop::sample::select(vec!["sky.example.com", "SKY.example.com", "*.example.com", "", " "]).prop_map(str::to_string),
+            prop::sample::select(vec!["sky.example.com", "SKY.example.com", "*.example.com", "", " "])
+                .prop_map(str::to_string),
             "[a-z.]{1,12}",
         ]),
         maybe(prop::collection::vec(path_value(), 0..3)),
@@ -127,7 +192,10 @@ fn ingress() -> impl Strategy<Value = Value> {
         maybe(prop::collection::vec(rule(), 0..3)),
         maybe(path_value().prop_map(|p| p["backend"].clone())),
         maybe(prop::collection::vec(
-            (maybe(prop::collection::vec("[a-z.*]{0,10}", 0..2)), maybe(prop::sample::select(vec!["tls", "", "missing"]))),
+            (
+                maybe(prop::collection::vec("[a-z.*]{0,10}", 0..2)),
+                maybe(prop::sample::select(vec!["tls", "", "missing"])),
+            ),
             0..2,
         )),
     )
@@ -235,7 +303,23 @@ fn words(ws: &[&str]) -> Vec<Tok> {
 /// The chart's `auth-snippet`, with the variants pinroute accepts as the
 /// same meaning (`~*`, the regex's `.*`/empty tail, `return 204`).
 fn chart_auth(op: &str, regex: &str, code: &str) -> Vec<Tok> {
-    words(&["if", "(", "$http_authorization", op, regex, ")", "{", "set", "$x_skypilot_auth_mode", "token", ";", "return", code, ";", "}"])
+    words(&[
+        "if",
+        "(",
+        "$http_authorization",
+        op,
+        regex,
+        ")",
+        "{",
+        "set",
+        "$x_skypilot_auth_mode",
+        "token",
+        ";",
+        "return",
+        code,
+        ";",
+        "}",
+    ])
 }
 
 fn chart_configuration(header: &str) -> Vec<Tok> {
@@ -254,7 +338,13 @@ fn is_chart_auth(toks: &[Tok]) -> bool {
 fn is_chart_configuration(toks: &[Tok]) -> bool {
     toks.len() == 4
         && matches!(&toks[1], Tok::Word(h) if h.eq_ignore_ascii_case("X-Skypilot-Auth-Mode"))
-        && same(toks, &chart_configuration(match &toks[1] { Tok::Word(h) => h, Tok::Punct(_) => "" }))
+        && same(
+            toks,
+            &chart_configuration(match &toks[1] {
+                Tok::Word(h) => h,
+                Tok::Punct(_) => "",
+            }),
+        )
 }
 
 /// Token lists equal, where `(` and `)` match a word of the same text.
@@ -274,7 +364,8 @@ struct Layout {
 }
 
 fn layout() -> impl Strategy<Value = Layout> {
-    (prop::collection::vec(0..7u8, 24), prop::collection::vec(0..3u8, 24)).prop_map(|(gaps, quotes)| Layout { gaps, quotes })
+    (prop::collection::vec(0..7u8, 24), prop::collection::vec(0..3u8, 24))
+        .prop_map(|(gaps, quotes)| Layout { gaps, quotes })
 }
 
 fn render(toks: &[Tok], layout: &Layout) -> String {
@@ -295,8 +386,7 @@ fn render(toks: &[Tok], layout: &Layout) -> String {
         match tok {
             Tok::Punct(c) => out.push(*c),
             Tok::Word(w) => {
-                let plain_ok = !w.is_empty()
-                    && !w.contains(|c: char| c.is_whitespace() || "{}();#\"'".contains(c));
+                let plain_ok = !w.is_empty() && !w.contains(|c: char| c.is_whitespace() || "{}();#\"'".contains(c));
                 match layout.quotes[i % layout.quotes.len()] {
                     0 if plain_ok => out.push_str(w),
                     1 if !w.contains('\'') => out.push_str(&format!("'{w}'")),
@@ -523,10 +613,7 @@ fn quoted_braces_and_semicolons_are_not_the_chart_snippet() {
         Some("if ($http_authorization ~ \"^Bearer sky_.+\") { set $x_skypilot_auth_mode token; return 200 \";\" }"),
         None
     ));
-    assert!(!served(
-        Some(CHART_AUTH_SNIPPET),
-        Some("proxy_set_header X-Skypilot-Auth-Mode $x_skypilot_auth_mode ';'")
-    ));
+    assert!(!served(Some(CHART_AUTH_SNIPPET), Some("proxy_set_header X-Skypilot-Auth-Mode $x_skypilot_auth_mode ';'")));
     // Quoted words are the same words to nginx.
     assert!(served(
         Some("'if' ($http_authorization '~' \"^Bearer sky_.+\") { 'set' \"$x_skypilot_auth_mode\" token; return '200'; }"),

@@ -109,10 +109,7 @@ fn control_written() -> impl Strategy<Value = String> {
         let bytes = c.encode_utf8(&mut utf8).as_bytes();
         match how {
             0 => c.to_string(),
-            _ => bytes
-                .iter()
-                .map(|b| if lower { format!("%{b:02x}") } else { format!("%{b:02X}") })
-                .collect(),
+            _ => bytes.iter().map(|b| if lower { format!("%{b:02x}") } else { format!("%{b:02X}") }).collect(),
         }
     })
 }
