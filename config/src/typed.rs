@@ -9,8 +9,10 @@ use crate::raw::{RawConfig, RawCookie, RawHealthCheck, RawRoute, RawServer};
 use crate::{parse_size, ConfigError};
 
 mod gateway;
+mod ingress;
 mod kubernetes;
 pub use gateway::{AuthSettings, BasicAuthSettings, CertFiles, HtpasswdSource, OAuth2Settings, TlsSettings};
+pub use ingress::IngressSettings;
 pub use kubernetes::{KubernetesSource, LabelRequirement, PortRef};
 
 /// A complete, valid configuration.
@@ -26,25 +28,6 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// Ingress-controller mode.
     pub ingress: Option<IngressSettings>,
-}
-
-/// `[ingress]`: routes also come from Ingress objects of this class.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IngressSettings {
-    /// IngressClass served.
-    pub class: String,
-    /// Classes adopted besides it...
-    pub adopt_classes: Vec<String>,
-    /// ...in these namespaces only.
-    pub adopt_namespaces: Vec<String>,
-    /// Namespace watched (`None`: all).
-    pub namespace: Option<String>,
-    /// Readiness label key.
-    pub ready_key: String,
-    /// Readiness label value.
-    pub ready_value: String,
-    /// Address written into served Ingresses' `status.loadBalancer`.
-    pub status_address: Option<String>,
 }
 
 /// `[server]`.
@@ -266,24 +249,7 @@ impl Config {
         let base_dir = origin.parent().unwrap_or(Path::new("."));
         let server = server_settings(&check, &raw.server, base_dir, raw.ingress.is_some())?;
         let cookie = cookie_settings(&check, &raw.cookie, base_dir, env_key)?;
-        let ingress = match &raw.ingress {
-            None => None,
-            Some(i) => {
-                let ready = i.ready_label.clone().unwrap_or_else(|| "skypilot.co/ready=true".to_string());
-                let Some((ready_key, ready_value)) = ready.split_once('=') else {
-                    return Err(check.err("ingress.ready_label", format!("expected \"key=value\", got {ready:?}")));
-                };
-                Some(IngressSettings {
-                    class: i.class.clone().unwrap_or_else(|| "pinroute".to_string()),
-                    adopt_classes: i.adopt_classes.clone().unwrap_or_default(),
-                    adopt_namespaces: i.adopt_namespaces.clone().unwrap_or_default(),
-                    namespace: i.namespace.clone(),
-                    ready_key: ready_key.trim().to_string(),
-                    ready_value: ready_value.trim().to_string(),
-                    status_address: i.status_address.clone().filter(|a| !a.is_empty()),
-                })
-            }
-        };
+        let ingress = raw.ingress.as_ref().map(|i| ingress::settings(&check, i)).transpose()?;
         if raw.routes.is_empty() && ingress.is_none() {
             return Err(check.err("route", "at least one [[route]] is needed, e.g.\n  [[route]]\n  prefix = \"/\"\n  backends = [\"127.0.0.1:46580\"]"));
         }

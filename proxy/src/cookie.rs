@@ -71,7 +71,10 @@ impl PinKey {
 
     /// Whether `value` was made with this key.
     pub fn check(&self, value: &str) -> CookieCheck {
-        if value.len() != VALUE_LEN {
+        // Only the exact text we issue: `hex` also decodes upper case, and an
+        // upper-cased copy would verify yet match no backend's value, so the
+        // client would be re-pinned as if its backend were gone.
+        if value.len() != VALUE_LEN || !value.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
             return CookieCheck::Forged;
         }
         let mut bytes = [0u8; TAG_LEN + CHECK_LEN];

@@ -77,10 +77,15 @@ fn normalize_slowly(raw: &str) -> Result<String, PathError> {
 fn decode_unreserved(raw: &[u8]) -> Result<Vec<u8>, PathError> {
     let mut out = Vec::with_capacity(raw.len());
     let mut i = 0;
+    // The byte of the escape just before, to spot a C1 control (U+0080..
+    // U+009F) written as two escapes, `%C2%80`..`%C2%9F`; a backend that
+    // decodes the path gets the control character itself.
+    let mut escaped_before: Option<u8> = None;
     while let Some(&byte) = raw.get(i) {
         if byte != b'%' {
             check_literal(byte)?;
             out.push(byte);
+            escaped_before = None;
             i += 1;
             continue;
         }
@@ -90,6 +95,10 @@ fn decode_unreserved(raw: &[u8]) -> Result<Vec<u8>, PathError> {
         };
         // Two hex digits fit a byte.
         let value = (high * 16 + low) as u8;
+        if escaped_before == Some(0xC2) && (0x80..=0x9F).contains(&value) {
+            return Err(PathError::ControlCharacter);
+        }
+        escaped_before = Some(value);
         match value {
             b'/' => return Err(PathError::EncodedSlash),
             b'\\' => return Err(PathError::Backslash),

@@ -84,6 +84,15 @@ pub(super) fn tls(
     ingress_mode: bool,
 ) -> Result<TlsSettings, ConfigError> {
     let listen_text = raw.listen.clone().unwrap_or_else(|| vec!["0.0.0.0:8443".to_string()]);
+    // No listener would serve the certificates, and `redirect_http` would send
+    // clients to port 443, where nothing of ours listens.
+    if listen_text.is_empty() {
+        return Err(check.err(
+            "server.tls.listen",
+            "empty: nothing would serve HTTPS (and redirect_http would point at nothing); give an address such as \
+             \"0.0.0.0:8443\", or drop [server.tls]",
+        ));
+    }
     let listen = listen_text
         .iter()
         .enumerate()

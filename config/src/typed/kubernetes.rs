@@ -82,7 +82,7 @@ pub(super) fn source(check: &Check<'_>, key: &str, raw: &RawKubernetes) -> Resul
     Ok(KubernetesSource { namespace, selector, requirements, ready_key, ready_value, port })
 }
 
-fn is_dns_label(text: &str) -> bool {
+pub(super) fn is_dns_label(text: &str) -> bool {
     !text.is_empty()
         && text.len() <= 63
         && text.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')

@@ -87,6 +87,11 @@ fn tokens(text: &str) -> Vec<String> {
                     }
                     quoted.push(q);
                 }
+                // Quoted, `{`, `}` and `;` are words to nginx, not structure:
+                // keep the quotes so they never match the structural token.
+                if matches!(quoted.as_str(), "{" | "}" | ";") {
+                    quoted = format!("{c}{quoted}{c}");
+                }
                 out.push(quoted);
             }
             '{' | '}' | '(' | ')' | ';' => {
