@@ -179,9 +179,6 @@ async fn running_out_of_file_descriptors_keeps_serving_and_recovers() {
 /// no new descriptor, keeps its backend and its cookie while the proxy is
 /// out of descriptors.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "defect: EMFILE from the proxy's own upstream connect() ejects the backend (proxy/src/engine/upstream.rs \
-            connect maps every io::Error to AttemptError::Connect; exchange.rs then calls record_connect_failure), \
-            so pinned clients are re-pinned or refused with 503 while the proxy is out of descriptors"]
 async fn an_exhausted_proxy_does_not_eject_healthy_backends() {
     let a = BackendProcess::spawn(Path::new(BIN), "a", "127.0.0.1:0", false).unwrap();
     let b = BackendProcess::spawn(Path::new(BIN), "b", "127.0.0.1:0", false).unwrap();

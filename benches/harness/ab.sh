@@ -79,33 +79,8 @@ for p in $P1 $P2 $P3; do
     for _ in $(seq 50); do curl -s -m 2 -o /dev/null "http://127.0.0.1:$p/api/health" && break; sleep 0.1; done
 done
 kill -0 "$BK" 2>/dev/null || { echo "ab.sh: bench_backend did not start: $(cat "$D/backend.log")" >&2; exit 1; }
-cat >"$D/hap.cfg" <<H
-global
-    nbthread 1
-    maxconn 8000
-defaults
-    mode http
-    option http-keep-alive
-    option forwardfor
-    http-reuse safe
-    maxconn 8000
-    timeout connect 3s
-    timeout client 3600s
-    timeout server 3600s
-    timeout http-keep-alive 60s
-frontend fe
-    bind 127.0.0.1:$PROXY_PORT
-    http-request set-header X-Real-IP %[src]
-    http-request set-header X-Forwarded-Proto http
-    http-request set-header X-Forwarded-Host %[req.hdr(host)]
-    default_backend api
-backend api
-    balance roundrobin
-    cookie SKYPILOT_ROUTEID insert indirect nocache httponly attr "Max-Age=604800"
-    server b1 127.0.0.1:$P1 cookie b1
-    server b2 127.0.0.1:$P2 cookie b2
-    server b3 127.0.0.1:$P3 cookie b3
-H
+. "$(dirname "${BASH_SOURCE[0]}")/haproxy_cfg.sh"
+haproxy_bench_cfg "$D/hap.cfg" $PROXY_PORT "$P1" "$P2" "$P3"
 
 start() { # CONTENDER: sets PID (empty for direct), PORT, COOKIE
     local c=$1

@@ -43,6 +43,11 @@ impl HealthChecker {
             async move {
                 let passed = match client.get(&url).timeout(timeout).send().await {
                     Ok(response) => response.status().is_success(),
+                    // The proxy's own fd or port exhaustion says nothing about the backend.
+                    Err(e) if crate::local_limits::chain_has_local_limit(&e) => {
+                        tracing::debug!(backend = %entry.discovered.id, error = %e, "health check skipped: out of sockets");
+                        return;
+                    }
                     Err(_) => false,
                 };
                 let was_down = entry.runtime.is_down(std::time::Instant::now());

@@ -21,6 +21,7 @@ pub mod engine;
 pub mod forwarded;
 pub mod gateway;
 pub mod health;
+pub mod local_limits;
 pub mod metrics;
 pub mod normalize;
 pub mod reload;

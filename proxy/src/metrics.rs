@@ -21,6 +21,10 @@ pub struct Metrics {
     pub duration: HistogramVec,
     /// `pinroute_cookies_issued_total{reason}`: new | repin.
     pub cookies_issued: IntCounterVec,
+    /// Its `reason="new"` series, resolved once (the request path bumps it).
+    pub cookies_new: IntCounter,
+    /// Its `reason="repin"` series.
+    pub cookies_repin: IntCounter,
     /// `pinroute_upstream_retries_total`.
     pub retries: IntCounter,
     /// `pinroute_discovery_errors_total`.
@@ -103,6 +107,8 @@ impl Metrics {
             registry,
             requests,
             duration,
+            cookies_new: cookies_issued.with_label_values(&["new"]),
+            cookies_repin: cookies_issued.with_label_values(&["repin"]),
             cookies_issued,
             retries,
             discovery_errors,

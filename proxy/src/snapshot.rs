@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use pinroute_config::Config;
 use pinroute_discovery::RoutingTable;
 
-use crate::cookie::PinKey;
+use crate::cookie::{set_cookie_header, PinKey};
 use crate::gateway::Gates;
 
 /// Per-route cookie index.
@@ -22,6 +22,9 @@ pub struct RouteView {
     pub pin_hashes: Vec<u64>,
     /// Backend identity → index (request-id affinity).
     pub by_identity: HashMap<Arc<str>, usize>,
+    /// Backend index → the `Set-Cookie` that pins a client to it, built
+    /// once per publish instead of once per new client.
+    pub set_cookies: Vec<Option<http::HeaderValue>>,
 }
 
 /// A stable 64-bit hash (FNV-1a then a splitmix finaliser): the same on every
@@ -90,14 +93,27 @@ impl Snapshot {
         let views = table
             .routes
             .iter()
-            .map(|route| {
+            .enumerate()
+            .map(|(index, route)| {
                 let values: Vec<Arc<str>> =
                     route.backends.iter().map(|b| pins.pin(&mut cache, &b.discovered.identity)).collect();
                 let by_pin = values.iter().enumerate().map(|(i, v)| (v.clone(), i)).collect();
                 let pin_hashes = values.iter().map(|v| stable_hash(v.as_bytes())).collect();
                 let by_identity =
                     route.backends.iter().enumerate().map(|(i, b)| (b.discovered.identity.clone(), i)).collect();
-                RouteView { by_pin, pins: values, pin_hashes, by_identity }
+                // A header value the config cannot make (it validates names
+                // and prefixes) just sets no cookie.
+                let set_cookies = match config.routes.get(index) {
+                    Some(r) => values
+                        .iter()
+                        .map(|v| {
+                            let header = set_cookie_header(&config.cookie, &r.cookie_name, &r.prefix, v);
+                            http::HeaderValue::try_from(header).ok()
+                        })
+                        .collect(),
+                    None => Vec::new(),
+                };
+                RouteView { by_pin, pins: values, pin_hashes, by_identity, set_cookies }
             })
             .collect();
         // Forget identities no longer in the table so the cache stays bounded.

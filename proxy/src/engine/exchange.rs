@@ -185,6 +185,11 @@ async fn proxy(
             Some(kept) => kept.stream,
             None => match connect(addr, timeouts.connect).await {
                 Ok(stream) => stream,
+                Err(AttemptError::LocalLimit) => {
+                    // Not the backend's fault: it stays as it is (see `local_limits`).
+                    let retry_after = [("retry-after".to_string(), "1".to_string())];
+                    return local(down, 503, UNAVAILABLE, &retry_after, false).await;
+                }
                 Err(error) => {
                     entry.runtime.record_connect_failure(now);
                     tracing::warn!(backend = %entry.discovered.id, ?error, "connect failed; backend ejected");

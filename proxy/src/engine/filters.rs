@@ -84,8 +84,9 @@ pub fn client_head(shared: &Shared, ctx: &mut RequestCtx, response: &mut Respons
     }
     if let Some((cookie, outcome)) = ctx.set_cookie.take() {
         if response.append_header(header::SET_COOKIE, cookie).is_ok() {
-            let reason = if outcome == PinOutcome::New { "new" } else { "repin" };
-            shared.metrics.cookies_issued.with_label_values(&[reason]).inc();
+            let issued =
+                if outcome == PinOutcome::New { &shared.metrics.cookies_new } else { &shared.metrics.cookies_repin };
+            issued.inc();
         }
     }
 }

@@ -88,9 +88,10 @@ impl ConnectionMemo {
         (status, code): (u16, &str),
         elapsed: Duration,
     ) {
-        let same = self.metrics.as_ref().is_some_and(|m| {
-            m.status == status && m.route == route && m.backend.as_deref() == backend.map(|b| &**b)
-        });
+        let same = self
+            .metrics
+            .as_ref()
+            .is_some_and(|m| m.status == status && m.route == route && m.backend.as_deref() == backend.map(|b| &**b));
         if !same {
             let labels = [route, backend.map_or("-", |b| &**b), code];
             self.metrics = Some(MetricHandles {

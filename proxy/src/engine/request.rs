@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use pinroute_discovery::{BackendEntry, InFlightGuard};
 
-use crate::cookie::{set_cookie_header, CookieCheck};
+use crate::cookie::CookieCheck;
 use crate::route::{route, ClientPin, Decision, Forward, PinOutcome, RequestFacts};
 use crate::snapshot::Snapshot;
 use crate::state::Shared;
@@ -39,7 +39,7 @@ pub struct RequestCtx {
     /// Counts the request in its backend's in-flight total.
     pub guard: Option<InFlightGuard>,
     /// `Set-Cookie` to add to the response.
-    pub set_cookie: Option<(String, PinOutcome)>,
+    pub set_cookie: Option<(http::HeaderValue, PinOutcome)>,
     /// The client's address.
     pub client: Option<IpAddr>,
     /// Path relative to the route prefix: what the SkyPilot server sees.
@@ -121,11 +121,10 @@ impl RequestCtx {
             // A pinned client is counted by the attempt (`ConnectionMemo::note_pinned`).
             PinOutcome::RequestId | PinOutcome::Pinned => {}
             PinOutcome::New | PinOutcome::Repinned => {
-                if let (Some(value), Some(route)) =
-                    (snapshot.views[forward.route].pins.get(forward.backend), snapshot.config.routes.get(forward.route))
+                if let Some(Some(header)) =
+                    snapshot.views.get(forward.route).and_then(|v| v.set_cookies.get(forward.backend))
                 {
-                    let header = set_cookie_header(&snapshot.config.cookie, &route.cookie_name, &route.prefix, value);
-                    self.set_cookie = Some((header, forward.pin));
+                    self.set_cookie = Some((header.clone(), forward.pin));
                 }
             }
         }

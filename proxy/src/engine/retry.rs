@@ -23,6 +23,9 @@ pub enum AttemptError {
         /// Timed out rather than refused.
         timed_out: bool,
     },
+    /// The proxy itself is out of file descriptors, buffers or ports: no
+    /// backend is at fault, and every other one would fail the same way.
+    LocalLimit,
     /// Writing the request or reading the response head failed.
     Exchange {
         /// A read or write timed out.
@@ -65,6 +68,8 @@ pub fn after_failure(error: AttemptError, facts: AttemptFacts) -> AfterFailure {
         AttemptError::Connect { .. } if facts.connect_failures < facts.connect_tries => AfterFailure::NextBackend,
         // No byte reached any backend: the no-backend case, not a gateway error.
         AttemptError::Connect { .. } => AfterFailure::Fail(503),
+        // The client retries a 503; the flood that exhausted the proxy passes.
+        AttemptError::LocalLimit => AfterFailure::Fail(503),
         AttemptError::Exchange { timed_out: false }
             if facts.reused && facts.idempotent && facts.body_held && !facts.resent =>
         {
@@ -169,6 +174,8 @@ mod tests {
         let spent = AttemptFacts { connect_failures: 3, ..facts() };
         assert_eq!(after_failure(refused, spent), AfterFailure::Fail(503));
         assert_eq!(after_failure(AttemptError::Connect { timed_out: true }, spent), AfterFailure::Fail(503));
+        let fresh = AttemptFacts { connect_failures: 0, ..spent };
+        assert_eq!(after_failure(AttemptError::LocalLimit, fresh), AfterFailure::Fail(503), "never the next backend");
     }
 
     #[test]

@@ -98,6 +98,10 @@ pub fn looks_alive(stream: &mut Stream) -> bool {
 pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Stream, AttemptError> {
     let tcp = match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
         Ok(Ok(tcp)) => tcp,
+        Ok(Err(error)) if crate::local_limits::is_local_limit(&error) => {
+            tracing::debug!(%addr, %error, "no socket for a backend connection");
+            return Err(AttemptError::LocalLimit);
+        }
         Ok(Err(error)) => {
             tracing::debug!(%addr, %error, "connect failed");
             return Err(AttemptError::Connect { timed_out: false });
