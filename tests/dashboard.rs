@@ -341,3 +341,84 @@ async fn rates_request_ids_and_events_move_in_the_json() {
         .collect();
     assert_eq!(added.len(), 2, "both backends were listed: {:#}", view["events"]);
 }
+
+/// `pinroute demo --rolling` (fixed demo ports 46580-46583: no other test
+/// uses them) prints the dashboard's URL first, and after the upgrade its v2
+/// servers keep serving: "the proxy keeps running: try the commands above".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_prints_the_dashboard_first_and_v2_keeps_serving_after_the_rollout() {
+    use std::io::BufRead;
+
+    let (listen, admin) = (pinroute_tests::free_port(), pinroute_tests::free_port());
+    let mut child = std::process::Command::new(BIN)
+        .args([
+            "demo",
+            "--rolling",
+            "--listen",
+            &format!("127.0.0.1:{listen}"),
+            "--admin",
+            &format!("127.0.0.1:{admin}"),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let stdout = child.stdout.take().unwrap();
+    let _child = Kill(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let first = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(first, format!("pinroute dashboard: http://127.0.0.1:{admin}/"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut seen = vec![first];
+    while !seen.last().unwrap().starts_with("rolling upgrade done") {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => seen.push(line),
+            Err(e) => panic!("no summary within 60 s ({e}); output:\n{}", seen.join("\n")),
+        }
+    }
+    assert!(seen.last().unwrap().contains(" 0 failed"), "{}", seen.join("\n"));
+
+    // Well past the backends' shutdown grace: v2 still ready and answering.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let view: serde_json::Value = http_client()
+        .get(format!("http://127.0.0.1:{admin}/dashboard.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let states: Vec<(String, String)> = view["routes"][0]["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| (b["id"].as_str().unwrap().to_string(), b["state"].as_str().unwrap().to_string()))
+        .collect();
+    for port in [46582, 46583] {
+        let id = format!("127.0.0.1:{port}");
+        assert!(states.contains(&(id.clone(), "ready".to_string())), "{id} not ready after the rollout: {states:?}");
+    }
+    for _ in 0..4 {
+        let r = http_client().get(format!("http://127.0.0.1:{listen}/api/health")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "the demo proxy still serves after the rollout");
+    }
+    let kinds: Vec<&str> = view["events"].as_array().unwrap().iter().filter_map(|e| e["kind"].as_str()).collect();
+    for kind in ["draining", "gone"] {
+        assert!(kinds.contains(&kind), "the rollout's {kind} events are listed: {kinds:?}");
+    }
+}

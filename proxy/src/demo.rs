@@ -101,9 +101,11 @@ pub fn run(listen: SocketAddr, admin: SocketAddr, rolling: bool) -> anyhow::Resu
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 let new = handles.split_off(2);
-                rolling::play(demo_shared, listen, handles, new).await;
+                // Kept until the demo ends: a dropped trigger would shut v2 down.
+                handles = rolling::play(demo_shared, listen, handles, new).await;
             }
             futures::future::join_all(tasks).await;
+            drop(handles);
         });
     });
 
