@@ -46,6 +46,8 @@ pub struct RawServer {
     pub listen: Option<Vec<String>>,
     /// Admin listener `"ip:port"`, or `"off"`.
     pub admin: Option<String>,
+    /// Refuse every admin POST (drain, undrain); the dashboard hides its buttons.
+    pub admin_read_only: Option<bool>,
     /// How long in-flight requests may run after SIGTERM.
     pub grace_period: Option<String>,
     /// Worker threads of the proxy service.

@@ -37,6 +37,8 @@ pub struct ServerSettings {
     pub listen: Vec<SocketAddr>,
     /// Admin listener; `None` when turned off.
     pub admin: Option<SocketAddr>,
+    /// Every admin POST gets 403 (read at start, like the listener itself).
+    pub admin_read_only: bool,
     /// How long in-flight requests may run after SIGTERM.
     pub grace_period: Duration,
     /// Worker threads of the proxy service.
@@ -313,6 +315,7 @@ fn server_settings(
         request_id_capacity,
         listen,
         admin,
+        admin_read_only: raw.admin_read_only.unwrap_or(false),
         grace_period: check.duration("server.grace_period", raw.grace_period.as_ref(), Duration::from_secs(30))?,
         threads,
         upgrade_sock: raw.upgrade_sock.as_ref().map(PathBuf::from).unwrap_or_else(|| tmp.join("pinroute_upgrade.sock")),

@@ -1,5 +1,16 @@
-//! The admin listener: health, readiness, metrics, the backend table and
-//! operator drain. Served by pingora so it takes part in the SIGQUIT hand-off.
+//! The admin listener: health, readiness, metrics, the backend table,
+//! operator drain and the dashboard. Served by pingora so it takes part in
+//! the SIGQUIT hand-off.
+
+mod dashboard;
+mod drain;
+mod history;
+mod write_guard;
+
+pub use dashboard::{view as dashboard_view, BackendView, DashboardView, RouteView};
+pub use drain::{drain_progress, DrainProgress};
+pub use history::{History, Sampler, Second};
+pub use write_guard::{check_write, Refusal, RequestFacts, ADMIN_HEADER};
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,7 +21,13 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use serde::Serialize;
 
+use crate::events::EventKind;
 use crate::state::Shared;
+
+/// Sent with every admin answer: the page loads only its own script and
+/// style, and may not be framed (clickjacking of the drain button).
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+                   connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /// Longest drain-wait accepted.
 const DRAIN_WAIT_MAX: Duration = Duration::from_secs(3600);
@@ -38,12 +55,15 @@ pub struct BackendRow {
 #[derive(Debug)]
 pub struct AdminApp {
     shared: Arc<Shared>,
+    /// Like the listener, fixed at start: a reload cannot open writes.
+    read_only: bool,
 }
 
 impl AdminApp {
     /// An app over the shared state.
     pub fn new(shared: Arc<Shared>) -> AdminApp {
-        AdminApp { shared }
+        let read_only = shared.config().server.admin_read_only;
+        AdminApp { shared, read_only }
     }
 
     fn rows(&self) -> Vec<BackendRow> {
@@ -107,15 +127,19 @@ impl AdminApp {
     async fn drain_wait(&self, id: &str, route: Option<&str>, timeout: Duration) -> Response<Vec<u8>> {
         let deadline = Instant::now() + timeout.min(DRAIN_WAIT_MAX);
         loop {
-            let busy = std::sync::atomic::AtomicUsize::new(0);
+            let now = Instant::now();
+            let progress = std::sync::Mutex::new(DrainProgress { empty: true, ..DrainProgress::default() });
             let matched = self.for_backend(id, route, |e| {
-                busy.fetch_add(e.runtime.in_flight(), std::sync::atomic::Ordering::Relaxed);
+                if let Ok(mut p) = progress.lock() {
+                    *p = p.merge(drain_progress(e, now));
+                }
             });
-            let busy = busy.into_inner();
+            let progress = progress.into_inner().unwrap_or_default();
+            let busy = progress.in_flight;
             if matched == 0 {
                 return json(StatusCode::NOT_FOUND, &serde_json::json!({"detail": format!("no backend {id:?}")}));
             }
-            if busy == 0 {
+            if progress.empty {
                 return json(StatusCode::OK, &serde_json::json!({"backend": id, "in_flight": 0}));
             }
             if Instant::now() >= deadline {
@@ -128,10 +152,26 @@ impl AdminApp {
         }
     }
 
-    async fn handle(&self, method: &Method, path: &str, query: &str) -> Response<Vec<u8>> {
+    async fn handle(&self, method: &Method, path: &str, query: &str, facts: &RequestFacts) -> Response<Vec<u8>> {
         let params: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes()).into_owned().collect();
         let param = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        if *method == Method::POST {
+            if let Err(refusal) = check_write(facts, self.read_only) {
+                tracing::warn!(path, ?refusal, origin = ?facts.origin, "admin write refused");
+                return json(StatusCode::FORBIDDEN, &serde_json::json!({"detail": refusal.detail()}));
+            }
+        }
         match (method, path) {
+            (&Method::GET, "/" | "/dashboard") => {
+                respond(StatusCode::OK, "text/html; charset=utf-8", dashboard::HTML.into())
+            }
+            (&Method::GET, "/dashboard.js") => {
+                respond(StatusCode::OK, "text/javascript; charset=utf-8", dashboard::SCRIPT.into())
+            }
+            (&Method::GET, "/dashboard.css") => {
+                respond(StatusCode::OK, "text/css; charset=utf-8", dashboard::STYLE.into())
+            }
+            (&Method::GET, "/dashboard.json") => json(StatusCode::OK, &dashboard::view(&self.shared, self.read_only)),
             (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
             (&Method::GET, "/readyz") => {
                 let ingress_ready = self.shared.ingress_ready.load(std::sync::atomic::Ordering::Relaxed);
@@ -161,6 +201,12 @@ impl AdminApp {
                     return json(StatusCode::NOT_FOUND, &serde_json::json!({"detail": format!("no backend {id:?}")}));
                 }
                 tracing::info!(backend = id, drain, "operator drain changed");
+                let (kind, detail) = if drain {
+                    (EventKind::OperatorDrain, "drained through the admin API: no new clients")
+                } else {
+                    (EventKind::OperatorUndrain, "undrained through the admin API")
+                };
+                self.shared.events.record(kind, param("route"), Some(id), detail);
                 json(StatusCode::OK, &serde_json::json!({"backend": id, "operator_drain": drain}))
             }
             (&Method::GET, "/admin/drain-wait") => {
@@ -181,7 +227,7 @@ impl AdminApp {
             }
             _ => json(
                 StatusCode::NOT_FOUND,
-                &serde_json::json!({"detail": "unknown admin path; see /healthz /readyz /metrics /admin/backends /admin/drain /admin/undrain /admin/drain-wait"}),
+                &serde_json::json!({"detail": "unknown admin path; see / (dashboard) /dashboard.json /healthz /readyz /metrics /admin/backends /admin/drain /admin/undrain /admin/drain-wait"}),
             ),
         }
     }
@@ -194,7 +240,14 @@ impl ServeHttp for AdminApp {
         let method = header.method.clone();
         let path = header.uri.path().to_string();
         let query = header.uri.query().unwrap_or("").to_string();
-        self.handle(&method, &path, &query).await
+        let text = |name: &str| header.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let facts = RequestFacts {
+            host: text("host").or_else(|| header.uri.authority().map(|a| a.to_string())),
+            origin: text("origin"),
+            fetch_site: text("sec-fetch-site"),
+            admin_header: text(ADMIN_HEADER).is_some_and(|v| v.trim() == "1"),
+        };
+        self.handle(&method, &path, &query, &facts).await
     }
 }
 
@@ -207,6 +260,12 @@ fn respond(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Ve
         headers.insert(http::header::CONTENT_TYPE, v);
     }
     headers.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(length));
+    headers.insert(http::header::CONTENT_SECURITY_POLICY, http::HeaderValue::from_static(CSP));
+    headers.insert(http::header::X_CONTENT_TYPE_OPTIONS, http::HeaderValue::from_static("nosniff"));
+    headers.insert(http::header::X_FRAME_OPTIONS, http::HeaderValue::from_static("DENY"));
+    headers.insert(http::header::REFERRER_POLICY, http::HeaderValue::from_static("no-referrer"));
+    // Live state: a cached copy would show a drain that already ended.
+    headers.insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
     response
 }
 

@@ -118,6 +118,17 @@ impl RequestIdTable {
         self.len() == 0
     }
 
+    /// How many live ids each backend owns (the dashboard, once a second).
+    pub fn count_by_owner(&self, now: Instant) -> std::collections::HashMap<Arc<str>, usize> {
+        let mut counts = std::collections::HashMap::new();
+        if let Ok(inner) = self.inner.lock() {
+            for entry in inner.map.values().filter(|e| e.expires > now) {
+                *counts.entry(entry.owner.clone()).or_default() += 1;
+            }
+        }
+        counts
+    }
+
     fn evict(&self, inner: &mut Inner, now: Instant) {
         // Drop stale queue heads, expired entries and, past capacity, the
         // least recently used; the queue is compacted when touches bloat it.

@@ -28,6 +28,8 @@ pub fn run(listen: SocketAddr, admin: SocketAddr, rolling: bool) -> anyhow::Resu
     } else {
         &["api-server-1", "api-server-2", "api-server-3"]
     };
+    // First, before any status line: the page that shows the rest best.
+    println!("pinroute dashboard: http://{admin}/");
     let mut listeners = Vec::new();
     for (name, port) in names.iter().zip(DEMO_PORTS) {
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
@@ -99,9 +101,11 @@ pub fn run(listen: SocketAddr, admin: SocketAddr, rolling: bool) -> anyhow::Resu
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 let new = handles.split_off(2);
-                rolling::play(demo_shared, listen, handles, new).await;
+                // Kept until the demo ends: a dropped trigger would shut v2 down.
+                handles = rolling::play(demo_shared, listen, handles, new).await;
             }
             futures::future::join_all(tasks).await;
+            drop(handles);
         });
     });
 

@@ -15,6 +15,7 @@ use pinroute_discovery::{
     infer_client, ErrorHook, IngressSettings, IngressSource, KubeSource, Translation, TranslationHook,
 };
 
+use crate::events::EventKind;
 use crate::state::Shared;
 use crate::tls::CertResolver;
 
@@ -155,6 +156,12 @@ impl IngressDiscovery {
             }
             for rejection in &translation.rejected {
                 tracing::warn!(ingress = %rejection.ingress, reason = %rejection.reason, "Ingress rejected; its previous routes keep serving where they were valid");
+                shared.events.record(
+                    EventKind::IngressRejected,
+                    None,
+                    None,
+                    format!("{}: {}", rejection.ingress, rejection.reason),
+                );
             }
             // Once per Ingress and annotation, not at every translation.
             if let Ok(mut seen) = unknown_seen.lock() {
@@ -174,6 +181,7 @@ impl IngressDiscovery {
             );
             if let Err(e) = shared.apply_ingress_routes(routes) {
                 tracing::error!(error = %e, "Ingress routes not applied; keeping the previous ones");
+                shared.events.record(EventKind::IngressRejected, None, None, format!("routes not applied: {e}"));
             }
         });
         let source = IngressSource {

@@ -18,6 +18,7 @@ pub mod cookie;
 pub mod demo;
 pub mod discovery_service;
 pub mod engine;
+pub mod events;
 pub mod forwarded;
 pub mod gateway;
 pub mod health;

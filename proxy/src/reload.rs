@@ -11,6 +11,7 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use pinroute_config::Config;
 
+use crate::events::EventKind;
 use crate::gateway::{build_gates, files_changed, gate_mtimes};
 use crate::state::Shared;
 use crate::tls::ReloadingCert;
@@ -56,6 +57,7 @@ impl Reloader {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(error = %e, "config reload rejected; keeping the running config");
+                self.shared.events.record(EventKind::ReloadRefused, None, None, e.to_string());
                 return ReloadOutcome::Rejected(e.to_string());
             }
         };
@@ -72,9 +74,11 @@ impl Reloader {
         if let Err(e) = self.shared.apply_file_config(new) {
             tracing::error!(error = %e, "config reload rejected; keeping the running config");
             self.shared.restore_file_config(old);
+            self.shared.events.record(EventKind::ReloadRefused, None, None, e.clone());
             return ReloadOutcome::Rejected(e);
         }
         tracing::info!(?routes, file = %self.path.display(), "config reloaded");
+        self.shared.events.record(EventKind::ReloadApplied, None, None, format!("routes {}", routes.join(", ")));
         ReloadOutcome::Applied
     }
 

@@ -111,6 +111,7 @@ pub fn run_with_state(config: Arc<Config>, shared: Arc<Shared>, options: RunOpti
         let mut service = Service::new("pinroute admin".to_string(), AdminApp::new(shared.clone()));
         service.add_tcp(&admin.to_string());
         server.add_service(service);
+        server.add_service(background_service("dashboard sampler", crate::admin::Sampler::new(shared.clone())));
     }
     if let Some(path) = options.config_path.clone() {
         server.add_service(background_service(

@@ -11,8 +11,10 @@ use pinroute_config::{BackendSource, Config, RouteConfig};
 use pinroute_discovery::{static_backends, DiscoveredBackend, DiscoveryEvent, Lifecycle, Publisher, RoutingTable};
 use tokio::sync::{watch, Notify};
 
+use crate::admin::History;
 use crate::affinity::RequestIdTable;
 use crate::cookie::PinKey;
+use crate::events::EventLog;
 use crate::gateway::{build_gates, Gates, RouteGate};
 use crate::metrics::Metrics;
 use crate::snapshot::{PinCache, Snapshot};
@@ -44,6 +46,10 @@ pub struct Shared {
     /// Which backend accepted which request id.
     pub request_ids: RequestIdTable,
     held: Mutex<HashMap<String, usize>>,
+    /// Recent operator-visible events (the dashboard's list).
+    pub events: EventLog,
+    /// The dashboard's last minutes of rates, filled by its sampler.
+    pub history: History,
 }
 
 /// One request waiting for a Ready backend; released on drop.
@@ -85,6 +91,8 @@ impl Shared {
             started: Instant::now(),
             request_ids: RequestIdTable::new(config.server.request_id_capacity, crate::affinity::DEFAULT_TTL),
             held: Mutex::new(HashMap::new()),
+            events: EventLog::new(),
+            history: History::default(),
         });
         let weak = Arc::downgrade(&shared);
         let publisher = Publisher::new(
@@ -282,7 +290,8 @@ impl Shared {
         let config = self.config.load_full();
         let pins = self.pins.load_full();
         let gates = self.gates.load_full();
-        self.snapshot.store(Arc::new(Snapshot::build(config, table.clone(), &pins, gates)));
+        let next = Arc::new(Snapshot::build(config, table.clone(), &pins, gates));
+        self.events.table_published(&self.snapshot.swap(next.clone()), &next);
         self.table_changed.notify_waiters();
     }
 }

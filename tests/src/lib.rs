@@ -3,6 +3,7 @@
 //! Kubernetes API server speaking the real list/watch protocol, and HTTP
 //! helpers. Every wait has a deadline; every process is killed on drop.
 
+pub mod browser;
 pub mod certs;
 pub mod client;
 pub mod cluster;

@@ -56,13 +56,15 @@ fn status_line(shared: &Shared, started: Instant, driver: &LoadDriver) -> String
 
 /// Plays the upgrade: v2 added, v1 drained (and shutting down the way a
 /// SkyPilot server does), v1 removed once it stopped; then a summary.
+/// Returns the v2 servers: they serve for as long as the caller keeps them
+/// (dropping one's shutdown trigger shuts it down).
 pub async fn play(
     shared: Arc<Shared>,
     proxy: std::net::SocketAddr,
     old: Vec<RollingBackend>,
     new: Vec<RollingBackend>,
-) {
-    let Some(publisher) = shared.publisher().cloned() else { return };
+) -> Vec<RollingBackend> {
+    let Some(publisher) = shared.publisher().cloned() else { return new };
     let started = Instant::now();
     let driver = LoadDriver::start(
         proxy,
@@ -121,4 +123,5 @@ pub async fn play(
         on_new,
         last.len()
     );
+    new
 }
