@@ -29,6 +29,10 @@ pub struct Browser {
     /// The WebDriver session.
     pub client: Client,
     driver: Child,
+    /// The browser's own profile directory: it names the browser's
+    /// processes, so they can be found and ended even when chromedriver
+    /// dies first (a panicking test) and leaves them behind.
+    profile: PathBuf,
 }
 
 impl std::fmt::Debug for Browser {
@@ -44,6 +48,7 @@ impl Browser {
         let driver_bin = find(&["chromedriver"], "CHROMEDRIVER").context(INSTALL)?;
         let chromium = find(&["chromium", "chromium-browser", "google-chrome"], "CHROMIUM").context(INSTALL)?;
         let port = free_port();
+        let profile = std::env::temp_dir().join(format!("pinroute-tests/chromium-{}-{port}", std::process::id()));
         let mut driver = Command::new(&driver_bin)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
@@ -64,7 +69,8 @@ impl Browser {
             serde_json::json!({
                 "binary": chromium.to_string_lossy(),
                 "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                         "--window-size=1600,1000", "--no-proxy-server"],
+                         "--window-size=1600,1000", "--no-proxy-server",
+                         format!("--user-data-dir={}", profile.display())],
             }),
         );
         let client = match ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
@@ -76,10 +82,11 @@ impl Browser {
             Err(e) => {
                 let _ = driver.kill();
                 let _ = driver.wait();
+                end_browser_processes(&profile);
                 bail!("no browser session ({e}); {INSTALL}");
             }
         };
-        Ok(Browser { client, driver })
+        Ok(Browser { client, driver, profile })
     }
 
     /// The text of the first element matching `css`, if there is one.
@@ -102,11 +109,9 @@ impl Browser {
         Err(format!("{css}: last seen {last:?}"))
     }
 
-    /// Ends the session and chromedriver.
-    pub async fn close(mut self) {
+    /// Ends the session, chromedriver and the browser (on drop too).
+    pub async fn close(self) {
         let _ = self.client.clone().close().await;
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
     }
 }
 
@@ -114,5 +119,22 @@ impl Drop for Browser {
     fn drop(&mut self) {
         let _ = self.driver.kill();
         let _ = self.driver.wait();
+        end_browser_processes(&self.profile);
+        let _ = std::fs::remove_dir_all(&self.profile);
+    }
+}
+
+/// Kills every process whose command line names `profile` (the browser
+/// and its helpers), found in `/proc`.
+fn end_browser_processes(profile: &std::path::Path) {
+    let needle = format!("--user-data-dir={}", profile.display());
+    let Ok(entries) = std::fs::read_dir("/proc") else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().filter(|n| n.bytes().all(|b| b.is_ascii_digit())) else { continue };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        if cmdline.split(|b| *b == 0).any(|arg| arg == needle.as_bytes()) {
+            let _ = Command::new("kill").args(["-KILL", pid]).status();
+        }
     }
 }
