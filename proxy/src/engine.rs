@@ -20,7 +20,9 @@ use crate::state::Shared;
 
 mod body;
 mod chunked;
+mod client_http1;
 mod connection;
+mod downstream;
 mod exchange;
 mod filters;
 mod log;

@@ -80,12 +80,14 @@ pub fn run_with_state(config: Arc<Config>, shared: Arc<Shared>, options: RunOpti
     let engine = Engine::new(shared.clone(), config.server.h2c, config.server.keepalive_timeout);
     let mut proxy = Service::new("pinroute proxy".to_string(), engine);
     for addr in &config.server.listen {
-        // pingora's default 64 KiB read buffer per connection is copied out
-        // of again by the HTTP parser; unbuffered reads go straight into the
-        // parser's own buffers. (HTTPS listeners keep it: TLS reads in records.)
-        let unbuffered_reads = L4BufferSettings { read: Some(0), write: None };
+        // pingora's default 64 KiB read buffer per connection would be
+        // copied out of again by the engine's parser, and its 1,460-byte
+        // write buffer again by the engine's writes, which send whole
+        // responses: both left out. (HTTPS listeners keep them: TLS reads
+        // and writes in records.)
+        let unbuffered = L4BufferSettings { read: Some(0), write: Some(0) };
         proxy.add_listener(
-            ListenerConfig::tcp(addr.to_string()).l4_buffer(unbuffered_reads).tcp_socket_options(client_socket()),
+            ListenerConfig::tcp(addr.to_string()).l4_buffer(unbuffered).tcp_socket_options(client_socket()),
         );
     }
     let certs = match &config.server.tls {

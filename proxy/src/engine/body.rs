@@ -11,8 +11,8 @@ use std::io::Write;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use pingora::protocols::http::ServerSession;
 
+use super::downstream::Downstream;
 use super::upstream_http::{Connection, Framing, UpstreamError};
 
 /// Largest request body held whole (pingora-proxy's retry buffer was the same).
@@ -54,7 +54,7 @@ pub enum PumpError {
 
 /// Reads a small body whole (see the module doc); a larger one is left to stream.
 pub async fn read_small(
-    down: &mut ServerSession,
+    down: &mut Downstream<'_>,
     declared: Option<u64>,
     max_body: u64,
 ) -> Result<RequestBody, PumpError> {
@@ -65,7 +65,7 @@ pub async fn read_small(
         return Ok(RequestBody::Streamed);
     };
     let mut body = BytesMut::with_capacity(len as usize);
-    while let Some(chunk) = down.read_request_body().await.map_err(PumpError::Downstream)? {
+    while let Some(chunk) = down.read_body().await.map_err(PumpError::Downstream)? {
         body.extend_from_slice(&chunk);
         if body.len() as u64 > max_body {
             return Err(PumpError::TooLarge);
@@ -77,7 +77,7 @@ pub async fn read_small(
 /// Sends the request body upstream (streaming it from the client unless
 /// held), chunk-encoded when it has no declared length.
 pub async fn send_request_body(
-    down: &mut ServerSession,
+    down: &mut Downstream<'_>,
     up: &mut Connection,
     body: &RequestBody,
     chunked: bool,
@@ -90,7 +90,7 @@ pub async fn send_request_body(
         RequestBody::Held(bytes) => up.write(&chunk(bytes), timeout).await.map_err(PumpError::Upstream)?,
         RequestBody::Streamed => {
             let mut sent: u64 = 0;
-            while let Some(bytes) = down.read_request_body().await.map_err(PumpError::Downstream)? {
+            while let Some(bytes) = down.read_body().await.map_err(PumpError::Downstream)? {
                 sent += bytes.len() as u64;
                 if sent > max_body {
                     return Err(PumpError::TooLarge);
@@ -125,7 +125,7 @@ fn chunk(data: &[u8]) -> BytesMut {
 /// the client goes away (watched between chunks, so a client that left an
 /// idle log stream releases it at once, not at the next heartbeat).
 pub async fn pump_response_body(
-    down: &mut ServerSession,
+    down: &mut Downstream<'_>,
     up: &mut Connection,
     framing: &mut Framing,
     timeout: Option<Duration>,
@@ -135,17 +135,12 @@ pub async fn pump_response_body(
             // The backend first: a body already in hand costs no read of the client.
             biased;
             chunk = up.body_chunk(framing, timeout) => match chunk {
-                Ok(Some(bytes)) => down.write_response_body(bytes, false).await.map_err(PumpError::Downstream)?,
+                Ok(Some(bytes)) => down.write_body(bytes, false).await.map_err(PumpError::Downstream)?,
                 Ok(None) => break,
                 Err(e) => return Err(PumpError::Upstream(e)),
             },
-            gone = down.read_body_or_idle(true) => {
-                // Only an error ends the idle watch (the client closed or reset).
-                if let Err(e) = gone {
-                    return Err(PumpError::Downstream(e));
-                }
-            }
+            gone = down.gone() => return Err(PumpError::Downstream(gone)),
         }
     }
-    down.write_response_body(Bytes::new(), true).await.map_err(PumpError::Downstream)
+    down.write_body(Bytes::new(), true).await.map_err(PumpError::Downstream)
 }

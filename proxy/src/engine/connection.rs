@@ -5,12 +5,13 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bytes::BytesMut;
 use pingora::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream};
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::{Stream, ALPN};
 use pingora::server::ShutdownWatch;
 
+use super::client_http1::{Http1Client, ReadHeadError};
+use super::downstream::Downstream;
 use super::exchange;
 use super::memo::ConnectionMemo;
 use super::upstream::BoundSlot;
@@ -34,40 +35,35 @@ pub async fn speaks_h2(stream: &mut Stream, h2c: bool) -> bool {
 /// Serves HTTP/1 requests on `stream` until the client or the proxy ends
 /// the connection. The upstream connection of one request is kept for the
 /// next (see [`BoundSlot`]); pipelined requests are served in order.
-pub async fn serve_http1(shared: &Arc<Shared>, mut stream: Stream, shutdown: &ShutdownWatch) {
+pub async fn serve_http1(shared: &Arc<Shared>, stream: Stream, shutdown: &ShutdownWatch) {
     let mut slot = BoundSlot::default();
     let mut memo = ConnectionMemo::default();
-    let mut prefix: Option<BytesMut> = None;
-    // The wait for the first request: `keepalive_timeout` ("0s": no limit).
-    let mut keepalive = Some(shared.config().server.keepalive_timeout.map_or(0, |d| d.as_secs().max(1)));
+    let mut client = Http1Client::new(stream);
     loop {
-        let mut session = ServerSession::new_http1(stream);
-        session.set_pipelining_enabled(true);
-        if let Some(bytes) = prefix.take() {
-            session.set_pipelined_prefix(bytes);
-        }
-        session.set_keepalive(if *shutdown.borrow() { None } else { keepalive });
-        match session.read_request().await {
+        // The wait for a request: `keepalive_timeout` ("0s": no limit).
+        let idle = shared.config().server.keepalive_timeout;
+        match client.read_request(idle).await {
             Ok(true) => {}
             // The client closed, or the keep-alive wait ran out.
             Ok(false) => return,
-            Err(e) => {
-                tracing::debug!(error = %e, "malformed request");
-                let _ = session.respond_error(400).await;
+            Err(ReadHeadError::TooLarge) => {
+                client.refuse(431, "Request header fields too large.").await;
+                return;
+            }
+            Err(ReadHeadError::Malformed(why)) => {
+                tracing::debug!(error = %why, "malformed request");
+                client.refuse(400, "Bad request: malformed HTTP/1.1 request.").await;
                 return;
             }
         }
-        if !exchange::serve(shared, &mut session, &mut slot, &mut memo).await {
-            return;
-        }
-        keepalive = session.get_keepalive();
         if *shutdown.borrow() {
-            // Shutting down: this response was the connection's last.
-            session.set_keepalive(None);
+            // Shutting down: this response is the connection's last.
+            client.close_after();
         }
-        match session.finish().await {
-            Ok(Some(reusable)) => (stream, prefix) = reusable.into_parts(),
-            _ => return,
+        if !exchange::serve(shared, &mut Downstream::H1(&mut client), &mut slot, &mut memo).await
+            || !client.finish(idle).await
+        {
+            return;
         }
     }
 }
@@ -96,7 +92,7 @@ impl HttpServerApp for Http2Front {
     ) -> Option<ReusedHttpStream> {
         let mut slot = BoundSlot::default();
         let mut memo = ConnectionMemo::default();
-        if exchange::serve(&self.shared, &mut session, &mut slot, &mut memo).await {
+        if exchange::serve(&self.shared, &mut Downstream::H2(&mut session), &mut slot, &mut memo).await {
             let _ = session.finish().await;
         }
         None

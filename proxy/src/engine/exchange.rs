@@ -9,10 +9,10 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use http::header;
-use pingora::protocols::http::ServerSession;
 use pingora::ErrorType;
 
 use super::body::{pump_response_body, read_small, send_request_body, PumpError, RequestBody};
+use super::downstream::Downstream;
 use super::filters::{client_head, elsewhere, learn_request_ids};
 use super::log::{record, Outcome};
 use super::memo::ConnectionMemo;
@@ -34,18 +34,13 @@ const CANCEL_BODY_MAX: usize = 16 * 1024;
 /// carry another one.
 pub async fn serve(
     shared: &Arc<Shared>,
-    down: &mut ServerSession,
+    down: &mut Downstream<'_>,
     slot: &mut BoundSlot,
     memo: &mut ConnectionMemo,
 ) -> bool {
     let start = Instant::now();
     let snapshot = shared.snapshot();
-    // An idle keep-alive connection is closed after `keepalive_timeout`
-    // (only where keep-alive is on: `Connection: close` and HTTP/1.0 stay closed).
-    if let (Some(_), Some(idle)) = (down.get_keepalive(), snapshot.config.server.keepalive_timeout) {
-        down.set_keepalive(Some(idle.as_secs()));
-    }
-    let client = down.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+    let client = down.client_ip();
     let mut ctx = RequestCtx::new(snapshot, client, start);
     let outcome = walk(shared, down, slot, memo, &mut ctx).await;
     record(shared, &ctx, down, &outcome, memo);
@@ -55,7 +50,7 @@ pub async fn serve(
 
 async fn walk(
     shared: &Arc<Shared>,
-    down: &mut ServerSession,
+    down: &mut Downstream<'_>,
     slot: &mut BoundSlot,
     memo: &mut ConnectionMemo,
     ctx: &mut RequestCtx,
@@ -63,7 +58,7 @@ async fn walk(
     if let Some(problem) = framing_problem(down) {
         return local(down, 400, problem, &[], false).await;
     }
-    let tls = down.digest().and_then(|d| d.ssl_digest.as_ref()).is_some();
+    let tls = down.is_tls();
     let admission = match admit(down.req_header(), tls, &ctx.snapshot, ctx.client).await {
         Ok(admission) => admission,
         Err(reply) => return local(down, reply.status, &reply.detail, &reply.headers, true).await,
@@ -86,7 +81,7 @@ async fn walk(
         .get(header::EXPECT)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     let answered_continue = expects && !down.is_body_empty();
-    if answered_continue && down.write_continue_response().await.is_err() {
+    if answered_continue && down.write_continue().await.is_err() {
         return Outcome::closed(0, "client went away");
     }
     let declared = declared_length(down);
@@ -145,7 +140,7 @@ struct HeadOptions {
 /// The upstream step and everything after it; retries loop back here.
 async fn proxy(
     shared: &Arc<Shared>,
-    down: &mut ServerSession,
+    down: &mut Downstream<'_>,
     slot: &mut BoundSlot,
     memo: &mut ConnectionMemo,
     ctx: &mut RequestCtx,
@@ -302,12 +297,17 @@ async fn proxy(
         client_head(shared, ctx, &mut response.head, &response.framing);
         let upgraded = matches!(response.framing, Framing::Upgraded);
         let Response { head, mut framing, keep_alive } = response;
-        if down.write_response_header(head).await.is_err() {
+        // The head waits for the body only when all of it is here already
+        // (one write); otherwise the client gets it at once.
+        let whole = up.holds_whole_body(&framing);
+        if down.write_head(head).await.is_err() || (!whole && down.flush().await.is_err()) {
             return Outcome::closed(status, "client went away");
         }
         if upgraded {
-            let end = tunnel::run(down, &mut up, timeouts.write).await;
-            tracing::debug!(?end, "upgraded connection ended");
+            if let Downstream::H1(client) = down {
+                let end = tunnel::run(client, &mut up, timeouts.write).await;
+                tracing::debug!(?end, "upgraded connection ended");
+            }
             return Outcome::closed(status, "");
         }
         return match pump_response_body(down, &mut up, &mut framing, read_timeout).await {
@@ -344,7 +344,7 @@ fn choose_next(ctx: &mut RequestCtx, fallback: Option<usize>) -> bool {
     }
 }
 
-fn declared_length(down: &ServerSession) -> Option<u64> {
+fn declared_length(down: &Downstream<'_>) -> Option<u64> {
     down.req_header()
         .headers
         .get(header::CONTENT_LENGTH)
@@ -360,25 +360,16 @@ fn cancel_request_id(body: &Bytes) -> Option<String> {
 }
 
 /// Requests whose body framing two parsers could read differently (the
-/// classic smuggling vector) are refused outright. pingora itself follows
-/// RFC 9112 (Transfer-Encoding wins, Content-Length is dropped, the
-/// connection closes), so the raw header is consulted to see what the client
-/// really sent.
-fn framing_problem(down: &ServerSession) -> Option<&'static str> {
-    const BOTH: &str = "Bad request: both Content-Length and Transfer-Encoding.";
+/// classic smuggling vector) are refused outright, where RFC 9112 would let
+/// Transfer-Encoding win: a backend or a proxy in front may not agree.
+fn framing_problem(down: &Downstream<'_>) -> Option<&'static str> {
     let header = down.req_header();
-    header.headers.get(header::TRANSFER_ENCODING)?;
-    if header.headers.contains_key(header::CONTENT_LENGTH) {
-        return Some(BOTH);
-    }
-    let raw = down.as_http1()?.get_headers_raw_bytes();
-    raw.split(|b| *b == b'\n')
-        .any(|line| line.len() >= 15 && line[..15].eq_ignore_ascii_case(b"content-length:"))
-        .then_some(BOTH)
+    (header.headers.contains_key(header::TRANSFER_ENCODING) && header.headers.contains_key(header::CONTENT_LENGTH))
+        .then_some("Bad request: both Content-Length and Transfer-Encoding.")
 }
 
 async fn local(
-    down: &mut ServerSession,
+    down: &mut Downstream<'_>,
     status: u16,
     detail: &str,
     headers: &[(String, String)],
@@ -391,19 +382,19 @@ async fn local(
     }
 }
 
-async fn local_failed(down: &mut ServerSession, status: u16, detail: &str, error: String) -> Outcome {
+async fn local_failed(down: &mut Downstream<'_>, status: u16, detail: &str, error: String) -> Outcome {
     let outcome = local(down, status, detail, &[], false).await;
     outcome.with_error(error)
 }
 
-async fn too_large(down: &mut ServerSession, max_body: u64) -> Outcome {
+async fn too_large(down: &mut Downstream<'_>, max_body: u64) -> Outcome {
     let detail = format!("Request body larger than the limit of {max_body} bytes.");
     local(down, 413, &detail, &[], false).await
 }
 
 /// The client's side failed while its body was read: a broken body gets a
 /// 400 if nothing was answered yet; a client that left gets nothing.
-async fn pump_failed(down: &mut ServerSession, error: PumpError) -> Outcome {
+async fn pump_failed(down: &mut Downstream<'_>, error: PumpError) -> Outcome {
     let PumpError::Downstream(e) = error else { return Outcome::closed(0, "") };
     match e.etype() {
         ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed | ErrorType::H2Error => {

@@ -1,7 +1,6 @@
 //! The last step of a request: one access-log line and the request metrics.
 
-use pingora::protocols::http::ServerSession;
-
+use super::downstream::Downstream;
 use super::memo::ConnectionMemo;
 use super::request::RequestCtx;
 use crate::state::Shared;
@@ -48,7 +47,7 @@ impl Outcome {
 }
 
 /// Counts the request and writes its access-log line.
-pub fn record(shared: &Shared, ctx: &RequestCtx, down: &ServerSession, outcome: &Outcome, memo: &mut ConnectionMemo) {
+pub fn record(shared: &Shared, ctx: &RequestCtx, down: &Downstream<'_>, outcome: &Outcome, memo: &mut ConnectionMemo) {
     let route = ctx.route_label();
     let elapsed = ctx.start.elapsed();
     // StatusCode's own text: no allocation per request (0: nothing was sent).

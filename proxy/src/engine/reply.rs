@@ -3,8 +3,9 @@
 
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
-use pingora::protocols::http::ServerSession;
 use pingora::Result;
+
+use super::downstream::Downstream;
 
 /// The text of the JSON 503 the SkyPilot client retries.
 pub const UNAVAILABLE: &str = "No API server is available right now; please retry shortly.";
@@ -13,7 +14,7 @@ pub const UNAVAILABLE: &str = "No API server is available right now; please retr
 /// connection may serve another request afterwards (the request body, if
 /// any, was read or will be drained).
 pub async fn json(
-    session: &mut ServerSession,
+    down: &mut Downstream<'_>,
     status: u16,
     detail: &str,
     extra: &[(String, String)],
@@ -31,8 +32,8 @@ pub async fn json(
         header.append_header(name.clone(), value.as_str())?;
     }
     if !keep_alive {
-        session.set_keepalive(None);
+        down.close_after();
     }
-    session.write_response_header(Box::new(header)).await?;
-    session.write_response_body(body, true).await
+    down.write_head(Box::new(header)).await?;
+    down.write_body(body, true).await
 }

@@ -5,9 +5,14 @@
 
 use std::time::Duration;
 
-use pingora::protocols::http::ServerSession;
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::client_http1::Http1Client;
 use super::upstream_http::Connection;
+
+/// Room made for each read from the client.
+const READ_SIZE: usize = 4096;
 
 /// How the tunnel ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,29 +23,37 @@ pub enum TunnelEnd {
     Backend,
 }
 
-/// Copies both ways until one side ends. The client session already holds
-/// the upgrade (the 101 was written to it), so its body reader passes raw
-/// bytes; the backend's bytes that came with its head go first.
-pub async fn run(down: &mut ServerSession, up: &mut Connection, write_timeout: Duration) -> TunnelEnd {
-    down.set_read_timeout(None);
+/// Copies both ways until one side ends. The 101 was written to the
+/// client; what either side sent past its head goes first.
+pub async fn run(down: &mut Http1Client, up: &mut Connection, write_timeout: Duration) -> TunnelEnd {
+    let (client, pending) = down.raw();
+    // What the client sent with its head belongs to the new protocol.
+    let mut from_client: BytesMut = pending.split();
     loop {
+        if !from_client.is_empty() {
+            if up.write(&from_client, write_timeout).await.is_err() {
+                return TunnelEnd::Backend;
+            }
+            from_client.clear();
+        }
+        from_client.reserve(READ_SIZE);
         tokio::select! {
-            from_client = down.read_request_body() => match from_client {
-                Ok(Some(bytes)) => {
-                    if up.write(&bytes, write_timeout).await.is_err() {
-                        return TunnelEnd::Backend;
-                    }
-                }
-                Ok(None) | Err(_) => return TunnelEnd::Client,
+            read = client.read_buf(&mut from_client) => match read {
+                Ok(n) if n > 0 => {}
+                _ => return TunnelEnd::Client,
             },
             from_backend = up.raw_chunk() => match from_backend {
                 Ok(Some(bytes)) => {
-                    if down.write_response_body(bytes, false).await.is_err() {
+                    let written = async {
+                        client.write_all(&bytes).await?;
+                        client.flush().await
+                    };
+                    if written.await.is_err() {
                         return TunnelEnd::Client;
                     }
                 }
                 Ok(None) | Err(_) => {
-                    let _ = down.write_response_body(bytes::Bytes::new(), true).await;
+                    let _ = client.shutdown().await;
                     return TunnelEnd::Backend;
                 }
             },

@@ -233,6 +233,16 @@ impl Connection {
         }
     }
 
+    /// Whether all of the body is in the buffer already (so the client
+    /// can get the head and the body in one write).
+    pub fn holds_whole_body(&self, framing: &Framing) -> bool {
+        match framing {
+            Framing::Empty => true,
+            Framing::Length(left) => self.buf.len() as u64 >= *left,
+            Framing::Chunked(_) | Framing::UntilClose | Framing::Upgraded => false,
+        }
+    }
+
     /// Raw bytes after an upgrade: what is buffered first, then reads.
     pub async fn raw_chunk(&mut self) -> Result<Option<Bytes>, UpstreamError> {
         if self.buf.is_empty() && self.read_more(None, true).await? == 0 {
