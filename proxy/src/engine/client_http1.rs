@@ -22,8 +22,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::chunked::{ChunkedDecoder, Step};
 
-/// Room made for each read.
+/// Room made for each read of a head.
 const READ_SIZE: usize = 2048;
+/// Largest read of a request body (an upload moves in pieces this big).
+const BODY_READ: usize = 64 * 1024;
+/// The read buffer is given back after a request when it grew past this.
+const KEEP_BUF: usize = 16 * 1024;
 /// Largest request head accepted (nginx's default allows 32 KiB of fields).
 const MAX_HEAD: usize = 64 * 1024;
 /// Most request header fields accepted.
@@ -269,7 +273,12 @@ impl Http1Client {
                     }
                 }
             }
-            self.buf.reserve(READ_SIZE);
+            // Room for what is left of a declared body, else for a large piece.
+            let room = match self.body_in {
+                BodyIn::Length(left) => (left.min(BODY_READ as u64) as usize).max(READ_SIZE),
+                _ => BODY_READ / 4,
+            };
+            self.buf.reserve(room);
             match self.stream.read_buf(&mut self.buf).await {
                 Ok(0) if matches!(self.body_in, BodyIn::Raw) => return Ok(None),
                 Ok(0) => return Error::e_explain(ErrorType::ConnectionClosed, "the client closed mid-body"),
@@ -432,6 +441,10 @@ impl Http1Client {
             }
         }
         self.head = None;
+        if self.buf.is_empty() && self.buf.capacity() > KEEP_BUF {
+            // An upload grew it: an idle connection does not keep that.
+            self.buf = BytesMut::new();
+        }
         true
     }
 
