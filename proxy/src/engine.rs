@@ -3,9 +3,9 @@
 //! client connection and in a per-thread pool, the body pump, the upgrade
 //! tunnel and the retry rules.
 //!
-//! pingora gives the server, listeners, TLS, the HTTP/1 and HTTP/2 codecs
-//! and the SIGQUIT hand-off; the engine owns what a proxy framework would
-//! do between them. It is the only part of pinroute that knows pingora's
+//! pingora gives the server, listeners, TLS, the HTTP/2 codec and the
+//! SIGQUIT hand-off; the engine owns HTTP/1 on both sides (`client_http1`,
+//! `upstream_http`) and what a proxy framework would do between them. It is the only part of pinroute that knows pingora's
 //! session types: the pure core (`admit`, `route`, cookie, affinity) sees
 //! plain `http` types.
 
