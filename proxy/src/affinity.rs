@@ -14,7 +14,7 @@
 //! expiry and sequence number, and B-tree/deque overhead), so the default
 //! 100,000 ids cost about 20 MB at most.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Bound;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -39,6 +39,24 @@ struct Inner {
     // LRU order with lazy deletion: (seq, id); stale when the entry's seq moved on.
     order: VecDeque<(u64, Box<str>)>,
     seq: u64,
+    // Entries per owner, kept with the map: the dashboard asks every second,
+    // and a walk of a million ids under the lock stalled every request.
+    owners: HashMap<Arc<str>, usize>,
+}
+
+impl Inner {
+    fn counted(&mut self, owner: &Arc<str>) {
+        *self.owners.entry(owner.clone()).or_default() += 1;
+    }
+
+    fn uncounted(&mut self, owner: &Arc<str>) {
+        if let Some(n) = self.owners.get_mut(owner) {
+            *n -= 1;
+            if *n == 0 {
+                self.owners.remove(owner);
+            }
+        }
+    }
 }
 
 /// The id → owner table.
@@ -76,7 +94,10 @@ impl RequestIdTable {
         inner.seq += 1;
         let seq = inner.seq;
         let entry = Entry { owner: owner.clone(), expires: now + self.ttl, seq };
-        inner.map.insert(id.into(), entry);
+        if let Some(old) = inner.map.insert(id.into(), entry) {
+            inner.uncounted(&old.owner);
+        }
+        inner.counted(owner);
         inner.order.push_back((seq, id.into()));
         self.evict(&mut inner, now);
     }
@@ -118,15 +139,13 @@ impl RequestIdTable {
         self.len() == 0
     }
 
-    /// How many live ids each backend owns (the dashboard, once a second).
-    pub fn count_by_owner(&self, now: Instant) -> std::collections::HashMap<Arc<str>, usize> {
-        let mut counts = std::collections::HashMap::new();
-        if let Ok(inner) = self.inner.lock() {
-            for entry in inner.map.values().filter(|e| e.expires > now) {
-                *counts.entry(entry.owner.clone()).or_default() += 1;
-            }
-        }
-        counts
+    /// How many live ids each backend owns (the dashboard, once a second):
+    /// expired ids are evicted first (they are the oldest in the LRU
+    /// order), then the counts kept with the map are copied, one per owner.
+    pub fn count_by_owner(&self, now: Instant) -> HashMap<Arc<str>, usize> {
+        let Ok(mut inner) = self.inner.lock() else { return HashMap::new() };
+        self.evict(&mut inner, now);
+        inner.owners.clone()
     }
 
     fn evict(&self, inner: &mut Inner, now: Instant) {
@@ -145,7 +164,9 @@ impl RequestIdTable {
             }
             let (seq, key) = inner.order.pop_front().unwrap_or((0, "".into()));
             if inner.map.get(&key).is_some_and(|e| e.seq == seq) {
-                inner.map.remove(&key);
+                if let Some(gone) = inner.map.remove(&key) {
+                    inner.uncounted(&gone.owner);
+                }
             }
         }
         if inner.order.len() > 2 * self.capacity.load(std::sync::atomic::Ordering::Relaxed) + 64 {
@@ -173,6 +194,30 @@ mod tests {
 
     fn owner(s: &str) -> Arc<str> {
         s.into()
+    }
+
+    #[test]
+    fn counts_by_owner_follow_learning_moves_eviction_and_expiry() {
+        let table = RequestIdTable::new(3, Duration::from_secs(10));
+        let t0 = Instant::now();
+        let (a, b) = (owner("pod-a"), owner("pod-b"));
+        table.learn("id-0000001", &a, t0);
+        table.learn("id-0000002", &a, t0);
+        table.learn("id-0000003", &b, t0);
+        let counts = table.count_by_owner(t0);
+        assert_eq!((counts[&a], counts[&b]), (2, 1));
+        // Learned again elsewhere: moves, not doubles.
+        table.learn("id-0000001", &b, t0 + Duration::from_secs(1));
+        let counts = table.count_by_owner(t0 + Duration::from_secs(1));
+        assert_eq!((counts[&a], counts[&b]), (1, 2));
+        // Past capacity the least recently used goes, and its count with it.
+        table.learn("id-0000004", &b, t0 + Duration::from_secs(2));
+        let counts = table.count_by_owner(t0 + Duration::from_secs(2));
+        assert_eq!((counts.get(&a).copied(), counts[&b]), (None, 3), "{counts:?}");
+        // Expired ids are not counted; owners without ids are not listed.
+        let counts = table.count_by_owner(t0 + Duration::from_secs(11));
+        assert_eq!(counts.values().sum::<usize>(), 1, "{counts:?}");
+        assert!(table.count_by_owner(t0 + Duration::from_secs(60)).is_empty());
     }
 
     #[test]
