@@ -9,6 +9,13 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
+/// Whether a `Transfer-Encoding` value ends in `chunked`, the coding that
+/// frames the body (RFC 9112 6.3).
+pub fn ends_chunked(transfer_encoding: &http::HeaderValue) -> bool {
+    let last = transfer_encoding.as_bytes().rsplit(|b| *b == b',').next().unwrap_or(b"");
+    last.trim_ascii().eq_ignore_ascii_case(b"chunked")
+}
+
 /// Longest chunk-size line or trailer section accepted.
 const MAX_LINE: usize = 16 * 1024;
 

@@ -20,7 +20,8 @@ use pingora::protocols::Stream;
 use pingora::{Error, ErrorType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::chunked::{ChunkedDecoder, Step};
+use super::chunked::{ends_chunked, ChunkedDecoder, Step};
+use super::request_head::field;
 
 /// Room made for each read of a head.
 const READ_SIZE: usize = 2048;
@@ -75,8 +76,6 @@ enum BodyIn {
     Length(u64),
     /// `Transfer-Encoding: chunked`.
     Chunked(ChunkedDecoder),
-    /// After an upgrade: raw bytes until the client closes.
-    Raw,
 }
 
 /// How the response body is sent.
@@ -207,10 +206,7 @@ impl Http1Client {
             if head.version != Version::HTTP_11 {
                 return bad("Transfer-Encoding in an HTTP/1.0 request");
             }
-            let last = te.as_bytes().rsplit(|b| *b == b',').next().unwrap_or(b"").trim_ascii();
-            if !last.eq_ignore_ascii_case(b"chunked")
-                || head.headers.get_all(header::TRANSFER_ENCODING).iter().count() > 1
-            {
+            if !ends_chunked(te) || head.headers.get_all(header::TRANSFER_ENCODING).iter().count() > 1 {
                 return bad("a Transfer-Encoding that does not end in chunked");
             }
             BodyIn::Chunked(ChunkedDecoder::default())
@@ -267,11 +263,6 @@ impl Http1Client {
                     Ok(Step::NeedMore) => {}
                     Err(_) => return Error::e_explain(ErrorType::InvalidHTTPHeader, "invalid chunked request body"),
                 },
-                BodyIn::Raw => {
-                    if !self.buf.is_empty() {
-                        return Ok(Some(self.buf.split().freeze()));
-                    }
-                }
             }
             // Room for what is left of a declared body, else for a large piece.
             let room = match self.body_in {
@@ -280,7 +271,6 @@ impl Http1Client {
             };
             self.buf.reserve(room);
             match self.stream.read_buf(&mut self.buf).await {
-                Ok(0) if matches!(self.body_in, BodyIn::Raw) => return Ok(None),
                 Ok(0) => return Error::e_explain(ErrorType::ConnectionClosed, "the client closed mid-body"),
                 Ok(_) => {}
                 Err(e) => return Error::e_because(ErrorType::ReadError, "reading the request body", e),
@@ -321,9 +311,7 @@ impl Http1Client {
     pub fn write_head(&mut self, head: &ResponseHeader) {
         let status = head.status.as_u16();
         let method = &self.req_header().method;
-        let chunked = head.headers.get(header::TRANSFER_ENCODING).is_some_and(|te| {
-            te.as_bytes().rsplit(|b| *b == b',').next().is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"))
-        });
+        let chunked = head.headers.get(header::TRANSFER_ENCODING).is_some_and(ends_chunked);
         let http10 = self.req_header().version != Version::HTTP_11;
         self.body_out = if status == 101 {
             BodyOut::Close
@@ -338,9 +326,6 @@ impl Http1Client {
         };
         if self.body_out == BodyOut::Close {
             self.keep_alive = false;
-        }
-        if status == 101 {
-            self.body_in = BodyIn::Raw;
         }
         let out = &mut self.out;
         out.reserve(256);
@@ -571,13 +556,6 @@ async fn write_all(stream: &mut Stream, bytes: &[u8]) -> pingora::Result<()> {
         stream.flush().await
     };
     write.await.or_else(|e| Error::e_because(ErrorType::WriteError, "writing the response", e))
-}
-
-fn field(out: &mut BytesMut, name: &[u8], value: &[u8]) {
-    out.put_slice(name);
-    out.put_slice(b": ");
-    out.put_slice(value);
-    out.put_slice(b"\r\n");
 }
 
 #[cfg(test)]

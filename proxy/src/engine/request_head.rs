@@ -132,7 +132,8 @@ pub fn write_upstream_head(client: &RequestHeader, facts: &HeadFacts<'_>, out: &
     Ok(())
 }
 
-fn field(out: &mut BytesMut, name: &[u8], value: &[u8]) {
+/// Writes one header field line.
+pub fn field(out: &mut BytesMut, name: &[u8], value: &[u8]) {
     out.put_slice(name);
     out.put_slice(b": ");
     out.put_slice(value);

@@ -16,7 +16,7 @@ use pingora::http::ResponseHeader;
 use pingora::protocols::Stream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::chunked::{ChunkedDecoder, Step};
+use super::chunked::{ends_chunked, ChunkedDecoder, Step};
 
 /// First read size; doubled while reads fill it, up to [`MAX_READ`].
 const FIRST_READ: usize = 2048;
@@ -270,12 +270,7 @@ fn framing(head: &ResponseHeader, head_request: bool, upgrade_request: bool) -> 
         return Ok(Framing::Empty);
     }
     if let Some(te) = head.headers.get(header::TRANSFER_ENCODING) {
-        let last = te.as_bytes().rsplit(|b| *b == b',').next().unwrap_or(b"").trim_ascii();
-        return Ok(if last.eq_ignore_ascii_case(b"chunked") {
-            Framing::Chunked(ChunkedDecoder::default())
-        } else {
-            Framing::UntilClose
-        });
+        return Ok(if ends_chunked(te) { Framing::Chunked(ChunkedDecoder::default()) } else { Framing::UntilClose });
     }
     let mut lengths = head.headers.get_all(header::CONTENT_LENGTH).iter();
     match lengths.next() {
