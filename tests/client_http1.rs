@@ -140,3 +140,62 @@ async fn keep_alive_survives_a_local_reply_before_a_small_body_and_http10_keep_a
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(closed, "HTTP/1.0 without keep-alive closes after the response");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stalls_mid_body_gets_a_408_after_the_write_timeout() {
+    let backend = BackendProcess::spawn(Path::new(BIN), "a", "127.0.0.1:0", false).expect("backend starts");
+    let route = format!(
+        "[[route]]\nprefix = \"/\"\nbackends = [\"{}\"]\nwrite_timeout = \"1s\"\n[route.health_check]\nenabled = false\n",
+        backend.addr
+    );
+    let p = ProxyProcess::start(Path::new(BIN), "", &route).await.expect("proxy starts");
+    // A small body (held before a backend is chosen) and a large one
+    // (streamed to the backend as it comes): both stop after 10 bytes.
+    for declared in [100, 1_000_000] {
+        let request = format!("POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: {declared}\r\n\r\n0123456789");
+        let (text, closed) = exchange(&p, request.as_bytes(), never).await;
+        assert!(text.starts_with("HTTP/1.1 408"), "declared {declared}: {text}");
+        assert!(text.contains("\"detail\""), "{text}");
+        assert!(closed, "the connection closes: the rest of the body never came");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_still_sending_a_refused_body_is_not_reset_and_reads_its_413() {
+    let backend = BackendProcess::spawn(Path::new(BIN), "a", "127.0.0.1:0", false).expect("backend starts");
+    let route = format!(
+        "[[route]]\nprefix = \"/\"\nbackends = [\"{}\"]\nmax_body = \"1KiB\"\n[route.health_check]\nenabled = false\n",
+        backend.addr
+    );
+    let p = ProxyProcess::start(Path::new(BIN), "", &route).await.expect("proxy starts");
+    const BODY: usize = 16 * 1024 * 1024;
+    let mut s = TcpStream::connect(p.addr).await.unwrap();
+    s.write_all(format!("POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: {BODY}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    // The whole body goes out although the proxy answers at once: more than
+    // the sockets' buffers hold, so it only goes if the proxy keeps reading
+    // (a close with unread bytes would reset the connection instead).
+    let chunk = vec![b'x'; 64 * 1024];
+    let send = async {
+        for _ in 0..BODY / chunk.len() {
+            s.write_all(&chunk).await?;
+        }
+        s.shutdown().await
+    };
+    tokio::time::timeout(Duration::from_secs(10), send).await.expect("sent in time").expect("no reset while sending");
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .expect("the proxy closes in time")
+        .expect("no reset while reading");
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    assert!(text.contains("\"detail\""), "{text}");
+
+    // A client that waits for 100 Continue gets the 413 instead.
+    let ask = format!("POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: {BODY}\r\nExpect: 100-continue\r\n\r\n");
+    let (text, closed) = exchange(&p, ask.as_bytes(), never).await;
+    assert!(text.starts_with("HTTP/1.1 413"), "no 100 Continue for a body that will be refused: {text}");
+    assert!(closed);
+}

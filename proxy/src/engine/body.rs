@@ -11,6 +11,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
+use pingora::{Error, ErrorType};
 
 use super::downstream::Downstream;
 use super::upstream_http::{Connection, Framing, UpstreamError};
@@ -57,6 +58,7 @@ pub async fn read_small(
     down: &mut Downstream<'_>,
     declared: Option<u64>,
     max_body: u64,
+    timeout: Duration,
 ) -> Result<RequestBody, PumpError> {
     if down.is_body_empty() {
         return Ok(RequestBody::Empty);
@@ -65,7 +67,7 @@ pub async fn read_small(
         return Ok(RequestBody::Streamed);
     };
     let mut body = BytesMut::with_capacity(len as usize);
-    while let Some(chunk) = down.read_body().await.map_err(PumpError::Downstream)? {
+    while let Some(chunk) = next_piece(down, timeout).await? {
         body.extend_from_slice(&chunk);
         if body.len() as u64 > max_body {
             return Err(PumpError::TooLarge);
@@ -90,7 +92,7 @@ pub async fn send_request_body(
         RequestBody::Held(bytes) => up.write(&chunk(bytes), timeout).await.map_err(PumpError::Upstream)?,
         RequestBody::Streamed => {
             let mut sent: u64 = 0;
-            while let Some(bytes) = down.read_body().await.map_err(PumpError::Downstream)? {
+            while let Some(bytes) = next_piece(down, timeout).await? {
                 sent += bytes.len() as u64;
                 if sent > max_body {
                     return Err(PumpError::TooLarge);
@@ -110,6 +112,17 @@ pub async fn send_request_body(
         up.write(b"0\r\n\r\n", timeout).await.map_err(PumpError::Upstream)?;
     }
     Ok(())
+}
+
+/// The next piece of the client's body. A client that stalls mid-body
+/// for longer than the route's `write_timeout` (the gap allowed between two
+/// writes of the request) is answered 408, as nginx's `client_body_timeout`
+/// does: it would hold a backend connection and a request slot forever.
+async fn next_piece(down: &mut Downstream<'_>, timeout: Duration) -> Result<Option<Bytes>, PumpError> {
+    match tokio::time::timeout(timeout, down.read_body()).await {
+        Ok(piece) => piece.map_err(PumpError::Downstream),
+        Err(_) => Err(PumpError::Downstream(Error::explain(ErrorType::ReadTimedout, "the client stalled mid-body"))),
+    }
 }
 
 /// One chunk of a chunked body: size line, data, CRLF, in one buffer (one write).

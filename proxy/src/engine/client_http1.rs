@@ -21,7 +21,8 @@ use pingora::{Error, ErrorType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::chunked::{ends_chunked, ChunkedDecoder, Step};
-use super::request_head::field;
+use super::reply::detail_body;
+use super::request_head::{connection_lists, field};
 
 /// Room made for each read of a head.
 const READ_SIZE: usize = 2048;
@@ -42,6 +43,10 @@ const DRAIN_MAX: u64 = 64 * 1024;
 /// Pipelined bytes buffered while a response streams; past this the
 /// client's reads are left to wait (TCP flow control holds the client).
 const PIPELINE_MAX: usize = 64 * 1024;
+/// How long a connection closed on a client that may still be sending
+/// reads and drops what comes (nginx's `lingering_time` is 30 s; a client
+/// that is still sending after this long is not reading either).
+const LINGER_TIME: Duration = Duration::from_secs(5);
 
 /// Bytes a request-target may carry that HTTP's grammar does not allow:
 /// clients send them anyway (unencoded `|`, `{`, UTF-8), so they are
@@ -113,6 +118,8 @@ pub struct Http1Client {
     tls: bool,
     /// The client's address.
     client: Option<IpAddr>,
+    /// A `100 Continue` was sent for the current request.
+    continued: bool,
 }
 
 impl Http1Client {
@@ -132,6 +139,7 @@ impl Http1Client {
             keep_alive: false,
             tls,
             client,
+            continued: false,
         }
     }
 
@@ -152,6 +160,7 @@ impl Http1Client {
         self.head = None;
         self.body_in = BodyIn::Done;
         self.body_out = BodyOut::Unset;
+        self.continued = false;
         if !self.buf.is_empty() {
             // A pipelined request: parsing it costs no read, so give the
             // runtime a chance to run others between them.
@@ -191,15 +200,10 @@ impl Http1Client {
     fn begin(&mut self, head: RequestHeader) -> Result<(), ReadHeadError> {
         let bad = |what: &str| Err(ReadHeadError::Malformed(what.to_string()));
         pingora::protocols::http::authority::validate_request_authority(&head).or_else(|e| bad(&e.to_string()))?;
-        let connection = &head.headers.get_all(header::CONNECTION);
-        let says = |token: &str| {
-            connection.iter().any(|v| {
-                v.as_bytes().split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
-            })
-        };
+        let says = |token: &[u8]| connection_lists(&head.headers, token);
         self.keep_alive = match head.version {
-            Version::HTTP_11 => !says("close"),
-            Version::HTTP_10 => says("keep-alive"),
+            Version::HTTP_11 => !says(b"close"),
+            Version::HTTP_10 => says(b"keep-alive"),
             _ => false,
         };
         self.body_in = if let Some(te) = head.headers.get(header::TRANSFER_ENCODING) {
@@ -302,7 +306,30 @@ impl Http1Client {
 
     /// Answers `Expect: 100-continue`.
     pub async fn write_continue(&mut self) -> pingora::Result<()> {
+        self.continued = true;
         self.write_now(b"HTTP/1.1 100 Continue\r\n\r\n").await
+    }
+
+    /// Whether what is left of the request body will be read to its end
+    /// after the response (see [`Self::finish`]), so that the connection
+    /// can carry another request: not when it is longer than [`DRAIN_MAX`],
+    /// nor when the client waits for a `100 Continue` that a final answer
+    /// (a 413, say) replaces: such a client may never send the body.
+    fn body_will_drain(&self) -> bool {
+        if matches!(self.body_in, BodyIn::Done) {
+            return true;
+        }
+        let waits = !self.continued
+            && self
+                .req_header()
+                .headers
+                .get(header::EXPECT)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        match self.body_in {
+            _ if waits => false,
+            BodyIn::Length(left) => left <= DRAIN_MAX,
+            BodyIn::Done | BodyIn::Chunked(_) => true,
+        }
     }
 
     /// Writes the response head into the write buffer (sent with the first
@@ -324,7 +351,7 @@ impl Http1Client {
         } else {
             BodyOut::Close
         };
-        if self.body_out == BodyOut::Close {
+        if self.body_out == BodyOut::Close || !self.body_will_drain() {
             self.keep_alive = false;
         }
         let out = &mut self.out;
@@ -435,7 +462,7 @@ impl Http1Client {
 
     /// Answers a request that could not be read, then the connection closes.
     pub async fn refuse(&mut self, status: u16, detail: &str) {
-        let body = serde_json::json!({ "detail": detail }).to_string();
+        let body = detail_body(detail);
         let reason = http::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("");
         let head = format!(
             "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\ncache-control: no-store\r\nconnection: close\r\n\r\n",
@@ -443,9 +470,36 @@ impl Http1Client {
         );
         self.out.clear();
         self.out.put_slice(head.as_bytes());
-        self.out.put_slice(body.as_bytes());
+        self.out.put_slice(&body);
+        let _ = self.flush().await;
+        // The rest of a head too large or malformed may still be coming.
+        self.linger(true).await;
+    }
+
+    /// Closes the connection. When the client may still be sending
+    /// (`unread`, or a request body not read to its end), the write side
+    /// closes first and what still comes is read and dropped until the
+    /// client closes, for at most [`LINGER_TIME`]: closing a socket with
+    /// unread bytes makes the kernel send a reset, and a reset destroys the
+    /// response (a 413, say) waiting in the client's receive buffer before
+    /// the client read it (RFC 9112 9.6, "lingering close").
+    pub async fn linger(&mut self, unread: bool) {
         let _ = self.flush().await;
         let _ = self.stream.shutdown().await;
+        if !unread && matches!(self.body_in, BodyIn::Done) {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + LINGER_TIME;
+        loop {
+            // The connection's own buffer, not a stack array: the array
+            // would grow every connection task's state for a rare path.
+            self.buf.clear();
+            self.buf.reserve(READ_SIZE);
+            match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return,
+            }
+        }
     }
 
     /// The socket for a two-way copy after an upgrade, with what the
@@ -530,7 +584,7 @@ fn escape_target(buf: &BytesMut) -> Option<BytesMut> {
 
 /// The declared body length: identical repeated values collapse (RFC 9110
 /// 8.6); differing or unparseable ones are refused.
-fn declared_length(head: &RequestHeader) -> Result<Option<u64>, &'static str> {
+pub fn declared_length(head: &RequestHeader) -> Result<Option<u64>, &'static str> {
     let mut length = None;
     for value in &head.headers.get_all(header::CONTENT_LENGTH) {
         for token in value.as_bytes().split(|b| *b == b',') {

@@ -63,6 +63,8 @@ pub async fn serve_http1(shared: &Arc<Shared>, stream: Stream, shutdown: &Shutdo
         if !exchange::serve(shared, &mut Downstream::H1(&mut client), &mut slot, &mut memo).await
             || !client.finish(idle).await
         {
+            // An answer before the body's end (413, say) must reach the client.
+            client.linger(false).await;
             return;
         }
     }

@@ -5,11 +5,13 @@
 //! snapshot; retries go back to the upstream step only.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use http::header;
 use pingora::ErrorType;
+use pinroute_config::RouteConfig;
+use pinroute_discovery::BackendEntry;
 
 use super::body::{pump_response_body, read_small, send_request_body, PumpError, RequestBody};
 use super::downstream::Downstream;
@@ -71,7 +73,8 @@ async fn walk(
     ctx.request_id = admission.request_id;
     ctx.auth_headers = admission.auth_headers;
     ctx.strip_headers = admission.strip_headers;
-    let max_body = ctx.snapshot.config.routes[route_index].max_body;
+    let route = &ctx.snapshot.config.routes[route_index];
+    let (max_body, body_timeout) = (route.max_body, route.timeouts.write);
 
     // The proxy answers `Expect: 100-continue` itself, as nginx does: the
     // body is read (and, when small, held) before a backend is chosen.
@@ -85,7 +88,7 @@ async fn walk(
         return Outcome::closed(0, "client went away");
     }
     let declared = declared_length(down);
-    let body = match read_small(down, declared, max_body).await {
+    let body = match read_small(down, declared, max_body, body_timeout).await {
         Ok(body) => body,
         Err(PumpError::TooLarge) => return too_large(down, max_body).await,
         Err(e) => return pump_failed(down, e).await,
@@ -137,6 +140,74 @@ struct HeadOptions {
     declared: Option<u64>,
 }
 
+/// What one step of an attempt came to.
+enum Step<T> {
+    /// Go on with this.
+    Go(T),
+    /// Send the request again: to the backend `ctx` now names, or (with
+    /// `Plan::resent` set) to the same one on a fresh connection.
+    Again,
+    /// The request is answered, or the client left.
+    Done(Outcome),
+}
+
+/// What every attempt of one request shares.
+struct Plan<'b> {
+    body: &'b RequestBody,
+    options: HeadOptions,
+    method: http::Method,
+    upgrade: bool,
+    /// A body without a declared length goes chunked.
+    chunked: bool,
+    /// Sent once already on a fresh connection after a kept one was dead.
+    resent: bool,
+}
+
+impl<'b> Plan<'b> {
+    fn new(down: &Downstream<'_>, body: &'b RequestBody, options: HeadOptions) -> Plan<'b> {
+        Plan {
+            body,
+            options,
+            method: down.req_header().method.clone(),
+            upgrade: is_upgrade(down.req_header()),
+            chunked: body.present() && options.declared.is_none(),
+            resent: false,
+        }
+    }
+
+    /// A request that cannot be sent twice only goes on a kept connection
+    /// that still looks open; the others go at once, and are resent on a
+    /// fresh connection if the kept one turns out dead.
+    fn check_kept(&self) -> bool {
+        !(self.method.is_idempotent() && self.body.is_held())
+    }
+
+    fn facts(&self, ctx: &RequestCtx, reused: bool, connect_tries: usize) -> AttemptFacts {
+        AttemptFacts {
+            idempotent: self.method.is_idempotent(),
+            body_held: self.body.is_held(),
+            reused,
+            connect_failures: ctx.connect_failures,
+            connect_tries,
+            resent: self.resent,
+        }
+    }
+}
+
+/// The backend one attempt goes to, read from the request's snapshot.
+struct Target<'s> {
+    forward: Forward,
+    entry: &'s BackendEntry,
+    config: &'s RouteConfig,
+}
+
+impl Target<'_> {
+    /// Streams and tunnels wait as long as they like between reads.
+    fn read_timeout(&self, plan: &Plan<'_>) -> Option<Duration> {
+        (!plan.upgrade).then_some(self.config.timeouts.read)
+    }
+}
+
 /// The upstream step and everything after it; retries loop back here.
 async fn proxy(
     shared: &Arc<Shared>,
@@ -147,180 +218,205 @@ async fn proxy(
     body: &RequestBody,
     options: HeadOptions,
 ) -> Outcome {
-    let method = down.req_header().method.clone();
-    let idempotent = method.is_idempotent();
-    let upgrade = is_upgrade(down.req_header());
-    let head_request = method == http::Method::HEAD;
-    // A body without a declared length goes chunked.
-    let chunked = body.present() && options.declared.is_none();
-    // A request that cannot be sent twice only goes on a kept connection
-    // that still looks open; the others go at once, and are resent on a
-    // fresh connection if the kept one turns out dead.
-    let check = !(idempotent && body.is_held());
-    let mut resent = false;
+    let mut plan = Plan::new(down, body, options);
     loop {
         // The attempt reads the request's snapshot (one reference count, no copy of the entry).
         let snapshot = ctx.snapshot.clone();
-        let Some((forward, entry)) = ctx
-            .current
-            .and_then(|f| snapshot.table.routes.get(f.route).and_then(|r| r.backends.get(f.backend)).map(|e| (f, e)))
-        else {
+        let Some(target) = ctx.current.and_then(|forward| {
+            let entry = snapshot.table.routes.get(forward.route)?.backends.get(forward.backend)?;
+            Some(Target { forward, entry, config: &snapshot.config.routes[forward.route] })
+        }) else {
             return local(down, 503, UNAVAILABLE, &[], true).await;
         };
-        let config = &snapshot.config.routes[forward.route];
-        let (timeouts, connect_tries) = (config.timeouts, config.connect_tries);
-        let addr = entry.discovered.addr;
-        let now = Instant::now();
-        if let (PinOutcome::Pinned, Some(ip)) = (forward.pin, ctx.client) {
-            memo.note_pinned(entry, ip, now);
+        if let (PinOutcome::Pinned, Some(ip)) = (target.forward.pin, ctx.client) {
+            memo.note_pinned(target.entry, ip, Instant::now());
         }
-        let kept = if resent { None } else { slot.checkout(addr, check, now).await };
-        let reused = kept.is_some();
-        let stream = match kept {
-            Some(kept) => kept.stream,
-            None => match connect(addr, timeouts.connect).await {
-                Ok(stream) => stream,
-                Err(AttemptError::LocalLimit) => {
-                    // Not the backend's fault: it stays as it is (see `local_limits`).
-                    let retry_after = [("retry-after".to_string(), "1".to_string())];
-                    return local(down, 503, UNAVAILABLE, &retry_after, false).await;
-                }
-                Err(error) => {
-                    entry.runtime.record_connect_failure(now);
-                    tracing::warn!(backend = %entry.discovered.id, ?error, "connect failed; backend ejected");
-                    ctx.connect_failures += 1;
-                    ctx.leave_current();
-                    let facts = AttemptFacts {
-                        idempotent,
-                        body_held: body.is_held(),
-                        reused: false,
-                        connect_failures: ctx.connect_failures,
-                        connect_tries,
-                        resent,
-                    };
-                    let status = match after_failure(error, facts) {
-                        AfterFailure::NextBackend if choose_next(ctx, None) => {
-                            shared.metrics.retries.inc();
-                            continue;
-                        }
-                        AfterFailure::Fail(status) => status,
-                        // No backend left to try.
-                        AfterFailure::NextBackend | AfterFailure::FreshConnection => 503,
-                    };
-                    // Nothing reached any backend: the JSON 503 the client retries.
-                    let detail =
-                        if status == 503 { UNAVAILABLE } else { "Bad gateway: no API server could be reached." };
-                    return local(down, status, detail, &[], status == 503).await;
-                }
-            },
+        let (mut up, reused) = match open(shared, down, slot, ctx, &plan, &target).await {
+            Step::Go(opened) => opened,
+            Step::Again => continue,
+            Step::Done(outcome) => return outcome,
         };
-        let mut up = Connection::new(stream);
-        let read_timeout = (!upgrade).then_some(timeouts.read);
-        let mut wire = BytesMut::with_capacity(512);
-        let facts = HeadFacts {
-            client: ctx.client.map(|ip| memo.client_text(ip)),
-            proto: if options.tls { "https" } else { "http" },
-            strip: &ctx.strip_headers,
-            add: &ctx.auth_headers,
-            target: ctx.upstream_uri.as_deref(),
-            chunked,
-            answered_continue: options.answered_continue,
-        };
-        if write_upstream_head(down.req_header(), &facts, &mut wire).is_err() {
-            return local(down, 400, "Bad request: invalid request-target.", &[], false).await;
-        }
-        let exchange = async {
-            up.write(&wire, timeouts.write).await.map_err(PumpError::Upstream)?;
-            // Not kept for the rest of the exchange (a stream may last hours).
-            drop(wire);
-            send_request_body(down, &mut up, body, chunked, options.max_body, timeouts.write).await?;
-            up.read_head(head_request, upgrade, read_timeout).await.map_err(PumpError::Upstream)
-        };
-        let mut response: Response = match exchange.await {
-            Ok(response) => response,
-            Err(PumpError::TooLarge) => return too_large(down, options.max_body).await,
-            Err(PumpError::Downstream(e)) => return pump_failed(down, PumpError::Downstream(e)).await,
-            Err(PumpError::Upstream(e)) => {
-                let facts = AttemptFacts {
-                    idempotent,
-                    body_held: body.is_held(),
-                    // Only a kept connection that died before answering was most likely stale.
-                    reused: reused && !e.answered,
-                    connect_failures: ctx.connect_failures,
-                    connect_tries,
-                    resent,
-                };
-                match after_failure(AttemptError::Exchange { timed_out: e.timed_out }, facts) {
-                    AfterFailure::FreshConnection => {
-                        tracing::debug!(backend = %entry.discovered.id, error = %e, "kept connection was closed; resending on a new one");
-                        resent = true;
-                        continue;
-                    }
-                    AfterFailure::Fail(504) => {
-                        return local_failed(down, 504, "Upstream timed out.", e.to_string()).await;
-                    }
-                    _ => {
-                        let detail = "Bad gateway: the API server failed (the connection broke).";
-                        return local_failed(down, 502, detail, e.to_string()).await;
-                    }
-                }
-            }
+        let mut response = match send(down, memo, ctx, &mut plan, &target, &mut up, reused).await {
+            Step::Go(response) => response,
+            Step::Again => continue,
+            Step::Done(outcome) => return outcome,
         };
         let now = Instant::now();
-        entry.runtime.record_success();
+        target.entry.runtime.record_success();
         learn_request_ids(shared, ctx, &response.head, now);
-        let status = response.head.status.as_u16();
-        let redirect = match elsewhere(ctx, status, method == http::Method::GET, body.is_held(), now) {
-            Some(Elsewhere::UnknownRequestId) => {
-                let mut tried = ctx.tried.clone();
-                tried.push(forward.backend);
-                // No backend left to ask: the 404 is the answer.
-                next_owner_candidate(&ctx.snapshot, forward.route, &tried, now)
-                    .map(|next| (Elsewhere::UnknownRequestId, Some(next)))
-            }
-            Some(Elsewhere::DrainingRefusal) => {
-                tracing::info!(backend = %entry.discovered.id, path = %ctx.rel_path, "draining backend refused the request; replaying on a ready one");
-                ctx.replayed = true;
-                Some((Elsewhere::DrainingRefusal, None))
-            }
-            None => None,
-        };
-        if let Some((why, fallback)) = redirect {
+        if let Some((why, fallback)) = redirect(ctx, &plan, &target, response.head.status.as_u16(), now) {
             shared.metrics.replays.with_label_values(&[why.as_str()]).inc();
             ctx.leave_current();
-            resent = false;
+            plan.resent = false;
             if choose_next(ctx, fallback) {
                 continue;
             }
             return local(down, 503, UNAVAILABLE, &[], true).await;
         }
         client_head(shared, ctx, &mut response.head, &response.framing);
-        let upgraded = matches!(response.framing, Framing::Upgraded);
-        let Response { head, mut framing, keep_alive } = response;
-        // The head waits for the body only when all of it is here already
-        // (one write); otherwise the client gets it at once.
-        let whole = up.holds_whole_body(&framing);
-        if down.write_head(head).await.is_err() || (!whole && down.flush().await.is_err()) {
-            return Outcome::closed(status, "client went away");
+        return deliver(down, slot, up, response, &plan, &target).await;
+    }
+}
+
+/// A connection to the target: the kept one, or a new one. A failed
+/// connect ejects the backend and moves on to the next one, if any.
+async fn open(
+    shared: &Shared,
+    down: &mut Downstream<'_>,
+    slot: &mut BoundSlot,
+    ctx: &mut RequestCtx,
+    plan: &Plan<'_>,
+    target: &Target<'_>,
+) -> Step<(Connection, bool)> {
+    let addr = target.entry.discovered.addr;
+    let now = Instant::now();
+    if !plan.resent {
+        if let Some(kept) = slot.checkout(addr, plan.check_kept(), now).await {
+            return Step::Go((Connection::new(kept.stream), true));
         }
-        if upgraded {
-            if let Downstream::H1(client) = down {
-                let end = tunnel::run(client, &mut up, timeouts.write).await;
-                tracing::debug!(?end, "upgraded connection ended");
-            }
-            return Outcome::closed(status, "");
+    }
+    let error = match connect(addr, target.config.timeouts.connect).await {
+        Ok(stream) => return Step::Go((Connection::new(stream), false)),
+        Err(AttemptError::LocalLimit) => {
+            // Not the backend's fault: it stays as it is (see `local_limits`).
+            let retry_after = [("retry-after".to_string(), "1".to_string())];
+            return Step::Done(local(down, 503, UNAVAILABLE, &retry_after, false).await);
         }
-        return match pump_response_body(down, &mut up, &mut framing, read_timeout).await {
-            Ok(()) => {
-                if let Some(stream) = up.into_reusable(&framing, keep_alive) {
-                    slot.bind(stream, addr, Instant::now());
-                }
-                Outcome::proxied(status)
+        Err(error) => error,
+    };
+    target.entry.runtime.record_connect_failure(now);
+    tracing::warn!(backend = %target.entry.discovered.id, ?error, "connect failed; backend ejected");
+    ctx.connect_failures += 1;
+    ctx.leave_current();
+    let status = match after_failure(error, plan.facts(ctx, false, target.config.connect_tries)) {
+        AfterFailure::NextBackend if choose_next(ctx, None) => {
+            shared.metrics.retries.inc();
+            return Step::Again;
+        }
+        AfterFailure::Fail(status) => status,
+        // No backend left to try.
+        AfterFailure::NextBackend | AfterFailure::FreshConnection => 503,
+    };
+    // Nothing reached any backend: the JSON 503 the client retries.
+    let detail = if status == 503 { UNAVAILABLE } else { "Bad gateway: no API server could be reached." };
+    Step::Done(local(down, status, detail, &[], status == 503).await)
+}
+
+/// Writes the request head and body and reads the response head. A kept
+/// connection found dead before it answered may send the request again.
+async fn send(
+    down: &mut Downstream<'_>,
+    memo: &mut ConnectionMemo,
+    ctx: &RequestCtx,
+    plan: &mut Plan<'_>,
+    target: &Target<'_>,
+    up: &mut Connection,
+    reused: bool,
+) -> Step<Response> {
+    let timeouts = target.config.timeouts;
+    let mut wire = BytesMut::with_capacity(512);
+    let facts = HeadFacts {
+        client: ctx.client.map(|ip| memo.client_text(ip)),
+        proto: if plan.options.tls { "https" } else { "http" },
+        strip: &ctx.strip_headers,
+        add: &ctx.auth_headers,
+        target: ctx.upstream_uri.as_deref(),
+        chunked: plan.chunked,
+        answered_continue: plan.options.answered_continue,
+    };
+    if write_upstream_head(down.req_header(), &facts, &mut wire).is_err() {
+        return Step::Done(local(down, 400, "Bad request: invalid request-target.", &[], false).await);
+    }
+    let head_request = plan.method == http::Method::HEAD;
+    let exchange = async {
+        up.write(&wire, timeouts.write).await.map_err(PumpError::Upstream)?;
+        // Not kept for the rest of the exchange (a stream may last hours).
+        drop(wire);
+        send_request_body(down, up, plan.body, plan.chunked, plan.options.max_body, timeouts.write).await?;
+        up.read_head(head_request, plan.upgrade, target.read_timeout(plan)).await.map_err(PumpError::Upstream)
+    };
+    let e = match exchange.await {
+        Ok(response) => return Step::Go(response),
+        Err(PumpError::TooLarge) => return Step::Done(too_large(down, plan.options.max_body).await),
+        Err(PumpError::Downstream(e)) => return Step::Done(pump_failed(down, PumpError::Downstream(e)).await),
+        Err(PumpError::Upstream(e)) => e,
+    };
+    // Only a kept connection that died before answering was most likely stale.
+    let facts = plan.facts(ctx, reused && !e.answered, target.config.connect_tries);
+    match after_failure(AttemptError::Exchange { timed_out: e.timed_out }, facts) {
+        AfterFailure::FreshConnection => {
+            tracing::debug!(backend = %target.entry.discovered.id, error = %e, "kept connection was closed; resending on a new one");
+            plan.resent = true;
+            Step::Again
+        }
+        AfterFailure::Fail(504) => Step::Done(local_failed(down, 504, "Upstream timed out.", e.to_string()).await),
+        _ => {
+            let detail = "Bad gateway: the API server failed (the connection broke).";
+            Step::Done(local_failed(down, 502, detail, e.to_string()).await)
+        }
+    }
+}
+
+/// Whether another backend should answer instead, and which one.
+fn redirect(
+    ctx: &mut RequestCtx,
+    plan: &Plan<'_>,
+    target: &Target<'_>,
+    status: u16,
+    now: Instant,
+) -> Option<(Elsewhere, Option<usize>)> {
+    match elsewhere(ctx, status, plan.method == http::Method::GET, plan.body.is_held(), now)? {
+        Elsewhere::UnknownRequestId => {
+            let mut tried = ctx.tried.clone();
+            tried.push(target.forward.backend);
+            // No backend left to ask: the 404 is the answer.
+            next_owner_candidate(&ctx.snapshot, target.forward.route, &tried, now)
+                .map(|next| (Elsewhere::UnknownRequestId, Some(next)))
+        }
+        Elsewhere::DrainingRefusal => {
+            tracing::info!(backend = %target.entry.discovered.id, path = %ctx.rel_path, "draining backend refused the request; replaying on a ready one");
+            ctx.replayed = true;
+            Some((Elsewhere::DrainingRefusal, None))
+        }
+    }
+}
+
+/// Hands the response to the client: the head, then the body as it comes,
+/// or a two-way copy after an upgrade. A clean end keeps the upstream
+/// connection bound to the client connection.
+async fn deliver(
+    down: &mut Downstream<'_>,
+    slot: &mut BoundSlot,
+    mut up: Connection,
+    response: Response,
+    plan: &Plan<'_>,
+    target: &Target<'_>,
+) -> Outcome {
+    let status = response.head.status.as_u16();
+    let Response { head, mut framing, keep_alive } = response;
+    // The head waits for the body only when all of it is here already
+    // (one write); otherwise the client gets it at once.
+    let whole = up.holds_whole_body(&framing);
+    if down.write_head(head).await.is_err() || (!whole && down.flush().await.is_err()) {
+        return Outcome::closed(status, "client went away");
+    }
+    if matches!(framing, Framing::Upgraded) {
+        if let Downstream::H1(client) = down {
+            let end = tunnel::run(client, &mut up, target.config.timeouts.write).await;
+            tracing::debug!(?end, "upgraded connection ended");
+        }
+        return Outcome::closed(status, "");
+    }
+    match pump_response_body(down, &mut up, &mut framing, target.read_timeout(plan)).await {
+        Ok(()) => {
+            if let Some(stream) = up.into_reusable(&framing, keep_alive) {
+                slot.bind(stream, target.entry.discovered.addr, Instant::now());
             }
-            Err(PumpError::Upstream(e)) => Outcome::closed(status, &e.to_string()),
-            Err(PumpError::Downstream(e)) => Outcome::closed(status, &e.to_string()),
-            Err(PumpError::TooLarge) => Outcome::closed(status, "too large"),
-        };
+            Outcome::proxied(status)
+        }
+        Err(PumpError::Upstream(e)) => Outcome::closed(status, &e.to_string()),
+        Err(PumpError::Downstream(e)) => Outcome::closed(status, &e.to_string()),
+        Err(PumpError::TooLarge) => Outcome::closed(status, "too large"),
     }
 }
 
@@ -344,12 +440,10 @@ fn choose_next(ctx: &mut RequestCtx, fallback: Option<usize>) -> bool {
     }
 }
 
+/// The client's `Content-Length` (the HTTP/1 codec refused a bad one
+/// already; HTTP/2's checks it against the body).
 fn declared_length(down: &Downstream<'_>) -> Option<u64> {
-    down.req_header()
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
+    super::client_http1::declared_length(down.req_header()).ok().flatten()
 }
 
 /// The first id in a cancel body, `{"request_ids": ["..."]}`.

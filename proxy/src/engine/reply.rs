@@ -10,6 +10,11 @@ use super::downstream::Downstream;
 /// The text of the JSON 503 the SkyPilot client retries.
 pub const UNAVAILABLE: &str = "No API server is available right now; please retry shortly.";
 
+/// The body of a local error reply: `{"detail": "..."}`.
+pub fn detail_body(detail: &str) -> Bytes {
+    Bytes::from(serde_json::json!({ "detail": detail }).to_string())
+}
+
 /// Writes a complete JSON error response. `keep_alive`: the client
 /// connection may serve another request afterwards (the request body, if
 /// any, was read or will be drained).
@@ -20,7 +25,7 @@ pub async fn json(
     extra: &[(String, String)],
     keep_alive: bool,
 ) -> Result<()> {
-    let body = Bytes::from(serde_json::json!({ "detail": detail }).to_string());
+    let body = detail_body(detail);
     let mut header = ResponseHeader::build(status, Some(4 + extra.len()))?;
     header.insert_header(http::header::CONTENT_TYPE, "application/json")?;
     header.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;

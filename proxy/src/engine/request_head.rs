@@ -5,7 +5,7 @@
 //! stripped, plus what authentication adds.
 
 use bytes::{BufMut, BytesMut};
-use http::header::{self, HeaderName};
+use http::header::{self, HeaderMap, HeaderName};
 use http::Version;
 use pingora::http::RequestHeader;
 
@@ -75,18 +75,15 @@ pub fn write_upstream_head(client: &RequestHeader, facts: &HeadFacts<'_>, out: &
     out.put_slice(b" HTTP/1.1\r\n");
 
     // Headers the client's Connection header names are hop-by-hop too.
-    let nominated = |name: &HeaderName| {
-        client.headers.get_all(header::CONNECTION).iter().any(|v| {
-            v.as_bytes().split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(name.as_str().as_bytes()))
-        })
-    };
     let has_connection = client.headers.contains_key(header::CONNECTION);
     let mut host = None;
     for (name, value) in &client.headers {
         if replaced(name, upgrade)
             || (facts.answered_continue && name == header::EXPECT)
             || facts.strip.contains(name)
-            || (has_connection && name != header::UPGRADE && nominated(name))
+            || (has_connection
+                && name != header::UPGRADE
+                && connection_lists(&client.headers, name.as_str().as_bytes()))
         {
             continue;
         }
@@ -138,6 +135,16 @@ pub fn field(out: &mut BytesMut, name: &[u8], value: &[u8]) {
     out.put_slice(b": ");
     out.put_slice(value);
     out.put_slice(b"\r\n");
+}
+
+/// Whether the `Connection` fields of `headers` list `token` (RFC 9110
+/// 7.6.1: a comma-separated, case-insensitive list, possibly over several
+/// fields).
+pub fn connection_lists(headers: &HeaderMap, token: &[u8]) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .any(|v| v.as_bytes().split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(token)))
 }
 
 /// Whether the client asks to switch protocols (websocket).

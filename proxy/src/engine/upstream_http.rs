@@ -17,6 +17,7 @@ use pingora::protocols::Stream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::chunked::{ends_chunked, ChunkedDecoder, Step};
+use super::request_head::connection_lists;
 
 /// First read size; doubled while reads fill it, up to [`MAX_READ`].
 const FIRST_READ: usize = 2048;
@@ -186,10 +187,7 @@ impl Connection {
                 http::HeaderValue::from_maybe_shared(raw.slice(start..start + n)).map_err(|_| bad("field value"))?;
             head.append_header(name, value).map_err(|_| bad("field"))?;
         }
-        let connection = head.headers.get(header::CONNECTION).map(|v| v.as_bytes().to_ascii_lowercase());
-        let says = |token: &[u8]| {
-            connection.as_ref().is_some_and(|c| c.split(|b| *b == b',').any(|t| t.trim_ascii() == token))
-        };
+        let says = |token: &[u8]| connection_lists(&head.headers, token);
         let keep_alive = if http10 { says(b"keep-alive") } else { !says(b"close") };
         let framing = framing(&head, head_request, upgrade_request).map_err(bad)?;
         Ok(Some(Response { head: Box::new(head), framing, keep_alive }))
