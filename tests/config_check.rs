@@ -164,3 +164,14 @@ fn one_tls_file_in_ingress_mode_names_the_missing_one() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn an_admin_host_with_a_port_or_scheme_is_an_error_naming_the_entry() {
+    let route = "[[route]]\nbackends = [\"127.0.0.1:1\"]\n";
+    refused(
+        "admin-host-port",
+        &format!("[server]\nadmin_hosts = [\"ok.example\", \"http://admin.example:9090\"]\n{route}"),
+        &["key `server.admin_hosts[1]`", "no scheme, port or path"],
+    );
+    passes("admin-host-ok", &format!("[server]\nadmin_hosts = [\"Admin.Example.\"]\n{route}"));
+}

@@ -197,6 +197,48 @@ async fn cross_origin_posts_are_refused_and_change_nothing() {
     assert_eq!(s.state(&id).await, "ready");
 }
 
+/// A page that rebinds its own name to 127.0.0.1 is same-origin to the
+/// browser: its Origin matches its Host. Only the Host name tells it apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebound_host_name_is_refused_and_listed_names_work() {
+    let s = Setup::start("admin_hosts = [\"pinroute-admin.test\"]").await;
+    let id = s.any_id();
+    let drain = format!("/admin/drain?backend={id}");
+    let port = s.proxy.admin.port();
+    let rebound = format!("evil.example:{port}");
+    let rebound_origin = format!("http://{rebound}");
+    let as_page = |host: &str, origin: &str| {
+        [("host", host.to_string()), ("origin", origin.to_string()), ("sec-fetch-site", "same-origin".to_string())]
+    };
+    let headers = as_page(&rebound, &rebound_origin);
+    let mut with_admin: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    with_admin.push(("x-pinroute-admin", "1"));
+    let (status, body) = s.post(&drain, &with_admin).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("admin_hosts"), "the refusal names the fix: {body}");
+    assert_eq!(s.state(&id).await, "ready", "the refused POST changed nothing");
+    let read = http_client()
+        .get(s.proxy.admin_url("/dashboard.json"))
+        .header("host", &rebound)
+        .header("sec-fetch-site", "same-origin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 403, "a rebound page cannot read the backends either");
+
+    // The listed name, as the page itself would send it.
+    let listed = format!("pinroute-admin.test:{port}");
+    let headers = as_page(&listed, &format!("http://{listed}"));
+    let mut with_admin: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    with_admin.push(("x-pinroute-admin", "1"));
+    let (status, body) = s.post(&drain, &with_admin).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(s.state(&id).await, "draining");
+    // curl under any name: no browser headers, no refusal.
+    let (status, body) = s.post(&format!("/admin/undrain?backend={id}"), &[("host", &rebound)]).await;
+    assert_eq!(status, 200, "{body}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_read_only_refuses_every_post() {
     let s = Setup::start("admin_read_only = true").await;

@@ -48,6 +48,8 @@ pub struct RawServer {
     pub admin: Option<String>,
     /// Refuse every admin POST (drain, undrain); the dashboard hides its buttons.
     pub admin_read_only: Option<bool>,
+    /// Host names (besides IP addresses and `localhost`) a browser may reach the admin listener by.
+    pub admin_hosts: Option<Vec<String>>,
     /// How long in-flight requests may run after SIGTERM.
     pub grace_period: Option<String>,
     /// Worker threads of the proxy service.

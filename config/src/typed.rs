@@ -39,6 +39,9 @@ pub struct ServerSettings {
     pub admin: Option<SocketAddr>,
     /// Every admin POST gets 403 (read at start, like the listener itself).
     pub admin_read_only: bool,
+    /// Host names, lower case, besides IP addresses and `localhost`, that a
+    /// browser may use for the admin listener (DNS-rebinding defence).
+    pub admin_hosts: Vec<String>,
     /// How long in-flight requests may run after SIGTERM.
     pub grace_period: Duration,
     /// Worker threads of the proxy service.
@@ -299,6 +302,24 @@ fn server_settings(
         Some("off") => None,
         Some(text) => Some(check.socket("server.admin", text)?),
     };
+    let admin_hosts = raw
+        .admin_hosts
+        .iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, name)| {
+            let name = name.trim().trim_end_matches('.').to_ascii_lowercase();
+            let plain = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+            if plain {
+                Ok(name)
+            } else {
+                Err(check.err(
+                    format!("server.admin_hosts[{i}]"),
+                    format!("expected a host name such as \"pinroute-admin.internal\" (no scheme, port or path), got {name:?}"),
+                ))
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let threads = raw.threads.unwrap_or(1);
     if threads == 0 || threads > 256 {
         return Err(check.err("server.threads", format!("expected 1 to 256 worker threads, got {threads}")));
@@ -316,6 +337,7 @@ fn server_settings(
         listen,
         admin,
         admin_read_only: raw.admin_read_only.unwrap_or(false),
+        admin_hosts,
         grace_period: check.duration("server.grace_period", raw.grace_period.as_ref(), Duration::from_secs(30))?,
         threads,
         upgrade_sock: raw.upgrade_sock.as_ref().map(PathBuf::from).unwrap_or_else(|| tmp.join("pinroute_upgrade.sock")),

@@ -10,7 +10,7 @@ mod write_guard;
 pub use dashboard::{view as dashboard_view, BackendView, DashboardView, RouteView};
 pub use drain::{drain_progress, DrainProgress};
 pub use history::{History, Sampler, Second};
-pub use write_guard::{check_write, Refusal, RequestFacts, ADMIN_HEADER};
+pub use write_guard::{check_host, check_write, Refusal, RequestFacts, ADMIN_HEADER};
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -57,13 +57,16 @@ pub struct AdminApp {
     shared: Arc<Shared>,
     /// Like the listener, fixed at start: a reload cannot open writes.
     read_only: bool,
+    /// Host names a browser may use, fixed at start too.
+    hosts: Vec<String>,
 }
 
 impl AdminApp {
     /// An app over the shared state.
     pub fn new(shared: Arc<Shared>) -> AdminApp {
-        let read_only = shared.config().server.admin_read_only;
-        AdminApp { shared, read_only }
+        let config = shared.config();
+        let (read_only, hosts) = (config.server.admin_read_only, config.server.admin_hosts.clone());
+        AdminApp { shared, read_only, hosts }
     }
 
     fn rows(&self) -> Vec<BackendRow> {
@@ -155,6 +158,10 @@ impl AdminApp {
     async fn handle(&self, method: &Method, path: &str, query: &str, facts: &RequestFacts) -> Response<Vec<u8>> {
         let params: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes()).into_owned().collect();
         let param = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        if let Err(refusal) = check_host(facts, &self.hosts) {
+            tracing::warn!(path, host = ?facts.host, "admin request under an unknown host name refused");
+            return json(StatusCode::FORBIDDEN, &serde_json::json!({"detail": refusal.detail()}));
+        }
         if *method == Method::POST {
             if let Err(refusal) = check_write(facts, self.read_only) {
                 tracing::warn!(path, ?refusal, origin = ?facts.origin, "admin write refused");

@@ -8,6 +8,13 @@
 //! when it comes from the admin page's own origin *and* carries
 //! [`ADMIN_HEADER`], a custom header that a cross-site page cannot add
 //! without a CORS preflight, which this listener never grants.
+//!
+//! A page can also rebind its own name to 127.0.0.1 (DNS rebinding): its
+//! requests are then same-origin to the browser. So a browser request of
+//! any kind is answered only when its `Host` is an IP address, `localhost`,
+//! or a name in `[server] admin_hosts`; a rebound name is none of these.
+
+use std::net::IpAddr;
 
 /// Sent by the dashboard's script on every POST.
 pub const ADMIN_HEADER: &str = "x-pinroute-admin";
@@ -34,6 +41,8 @@ pub enum Refusal {
     CrossSite,
     /// A browser request without the dashboard's header.
     MissingHeader,
+    /// A browser request under a host name the admin does not know.
+    UnknownHost,
 }
 
 impl Refusal {
@@ -47,7 +56,36 @@ impl Refusal {
             Refusal::MissingHeader => {
                 "browser admin request without X-Pinroute-Admin: 1 refused (the dashboard sends it)"
             }
+            Refusal::UnknownHost => {
+                "browser request under an unknown host name refused: use an IP address or localhost, \
+                 or list the name in [server] admin_hosts"
+            }
         }
+    }
+}
+
+/// Whether a request described by `facts` may be answered at all: a
+/// browser's only under a host name the operator chose (see the module doc).
+pub fn check_host(facts: &RequestFacts, admin_hosts: &[String]) -> Result<(), Refusal> {
+    let from_browser = facts.origin.is_some() || facts.fetch_site.is_some();
+    if !from_browser {
+        return Ok(());
+    }
+    let Some(host) = facts.host.as_deref() else { return Err(Refusal::UnknownHost) };
+    // `[::1]:9090`, `127.0.0.1:9090`, `name:9090`, or any of them without a port.
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    let known = name.parse::<IpAddr>().is_ok()
+        || name == "localhost"
+        || name.ends_with(".localhost")
+        || admin_hosts.iter().any(|h| *h == name);
+    if known {
+        Ok(())
+    } else {
+        Err(Refusal::UnknownHost)
     }
 }
 
@@ -115,6 +153,28 @@ mod tests {
     fn a_same_origin_form_without_the_header_is_refused() {
         let f = facts(Some("http://127.0.0.1:9090"), Some("same-origin"), false);
         assert_eq!(check_write(&f, false), Err(Refusal::MissingHeader));
+    }
+
+    #[test]
+    fn a_browser_is_answered_only_under_an_address_localhost_or_a_listed_name() {
+        let browser = |host: &str| RequestFacts {
+            host: Some(host.to_string()),
+            fetch_site: Some("same-origin".to_string()),
+            ..RequestFacts::default()
+        };
+        let listed = ["pinroute-admin.internal".to_string()];
+        for host in ["127.0.0.1:9090", "[::1]:9090", "localhost:9090", "LOCALHOST", "pinroute-admin.internal:80"] {
+            assert_eq!(check_host(&browser(host), &listed), Ok(()), "{host}");
+        }
+        // A name rebound to 127.0.0.1 by its owner, and names like it.
+        for host in ["evil.example:9090", "127.0.0.1.evil.example", "localhost.evil.example", "pinroute-admin"] {
+            assert_eq!(check_host(&browser(host), &listed), Err(Refusal::UnknownHost), "{host}");
+        }
+        let no_host = RequestFacts { host: None, ..browser("") };
+        assert_eq!(check_host(&no_host, &listed), Err(Refusal::UnknownHost));
+        // curl and the CLI send no browser headers: any name works for them.
+        let curl = RequestFacts { host: Some("evil.example".to_string()), ..RequestFacts::default() };
+        assert_eq!(check_host(&curl, &[]), Ok(()));
     }
 
     #[test]
