@@ -241,9 +241,13 @@ emit() { # KEY=JSON ... : one raw record
 }
 
 # ---- the backend ------------------------------------------------------------
+# Workload g: scale_ports, scale_setup, run_scale.
+# shellcheck source=benches/harness/scale.sh
+source "$HERE/scale.sh"
 alloc_port P1; alloc_port P2; alloc_port P3
+wants_workload g && scale_ports
 "${ON_LOAD_CORE[@]}" "$BIN/bench_backend" --listen "127.0.0.1:$P1" --listen "127.0.0.1:$P2" \
-    --listen "127.0.0.1:$P3" --max-secs 7200 >"$TMP/backend.log" 2>&1 &
+    --listen "127.0.0.1:$P3" "${G_BACKEND_ARGS[@]}" --max-secs 7200 >"$TMP/backend.log" 2>&1 &
 BACKEND_PID=$!
 PIDS+=("$BACKEND_PID")
 for p in $P1 $P2 $P3; do
@@ -982,10 +986,6 @@ perf_pinroute() { # COOKIE: an extra, unrecorded run of workload a under perf
     } >"$PERF_OUT" || true
 }
 
-# Workload g: run_scale, stop_scale_backend.
-# shellcheck source=benches/harness/scale.sh
-source "$HERE/scale.sh"
-
 # ---- run --------------------------------------------------------------------
 log "mode $MODE; contenders $CONTENDERS; temp dir $TMP"
 for c in $ALL_CONTENDERS; do
@@ -993,7 +993,6 @@ for c in $ALL_CONTENDERS; do
 done
 stop_pids "$BACKEND_PID"
 forget_pid "$BACKEND_PID"
-stop_scale_backend
 
 # ---- report -----------------------------------------------------------------
 mkdir -p "$RESULTS"
@@ -1004,7 +1003,7 @@ NOTES=(
     "pinroute: static backends, cookie on, health checks on (5 s), RUST_LOG=warn (access log off); pinroute-info-log is the same at RUST_LOG=info with stderr to a file"
     "pingora's floor (profile dist, mimalloc, unbuffered client reads, one worker, like pinroute): pingora-proxy-min is the smallest pingora-proxy ProxyHttp, pingora-core-min a pingora-core ServerApp with one upstream connection bound to each client connection; both proxy to backend 1 only, add only X-Forwarded-For, set no cookie and do no health checks (benches/src/bin/pingora_*_min.rs)"
     "a1s: the contender, the backend and wrk all on core $PROXY_CORE (no cross-core wake-ups); 'added over direct' compares with direct in the same placement"
-    "g: a second process of the contender with $G_BACKENDS static backends (a second bench_backend with $G_BACKENDS listeners on core $LOAD_CORE, health checks on as in a); pinroute first learns request ids from X-Skypilot-Request-ID answers (g_scale_learn), then runs workload a (g_scale_get; g/a is against its own a_get row) and id lookups (g_scale_lookup)"
+    "g: a second process of the contender with $G_BACKENDS static backends ($G_BACKENDS more listeners of the same bench_backend process as every other workload, core $LOAD_CORE; health checks on as in a); pinroute first learns request ids from X-Skypilot-Request-ID answers (g_scale_learn), then runs workload a (g_scale_get; g/a is against its own a_get row) and id lookups (g_scale_lookup)"
     "HAProxy: cookie $COOKIE_NAME insert indirect nocache, balance roundrobin, http-reuse safe, health checks inter 5s"
     "nginx: open-source nginx has no cookie insertion: hash \$cookie_$COOKIE_NAME consistent; keep-alive upstreams (keepalive 128), no active health checks, proxy_request_buffering off, proxy_buffering off on /api/stream"
     "the proxies (pingora's floor aside) add X-Forwarded-For/-Proto/-Host and X-Real-IP; 'errors' = connect/read/write errors and timeouts (streams: failed or closed early); non2xx = responses >= 400"

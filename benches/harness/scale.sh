@@ -23,7 +23,7 @@ G_IDS_WANTED=1000000
 ID_CAPACITY_KEY=request_id_capacity
 PINROUTE_DEFAULT_ID_CAPACITY=100000
 G_LOOKUP_IDS=1000
-G_PID="" G_FIRST="" G_LAST="" G_IDS="" G_CAPACITY="" G_SERVER_TOML="" G_IDS_NOTE=""
+G_FIRST="" G_LAST="" G_IDS="" G_CAPACITY="" G_SERVER_TOML="" G_IDS_NOTE=""
 
 # The first of COUNT consecutive free ports, below the ephemeral range like
 # alloc_port's; sets RANGE_FIRST.
@@ -42,9 +42,22 @@ free_port_range() { # COUNT
     die "no $count free consecutive ports"
 }
 
-# Once: how many ids pinroute can hold, and the backend with 1,000 listeners.
+# Before the backend starts: the ports of workload g's backends, which are
+# listeners of the harness's one backend process (run.sh), so that a and g
+# run against the same process and g/a shows only the proxy's own scaling
+# (and that process's CPU counts as the backend's, not as noise). Sets
+# G_FIRST, G_LAST and G_BACKEND_ARGS.
+G_BACKEND_ARGS=()
+scale_ports() {
+    free_port_range "$G_BACKENDS"
+    G_FIRST=$RANGE_FIRST G_LAST=$((RANGE_FIRST + G_BACKENDS - 1))
+    G_BACKEND_ARGS=(--listen-range "127.0.0.1:$G_FIRST-$G_LAST" --learn-ids "$G_LEARN_IDS")
+}
+G_LEARN_IDS=${BENCH_G_IDS:-$G_IDS_WANTED}
+
+# Once: how many ids pinroute can hold, and the ids to look up.
 scale_setup() {
-    [[ -n $G_PID ]] && return 0
+    [[ -n $G_CAPACITY ]] && return 0
     local cfg="$TMP/capacity-check.toml"
     pinroute_config "$cfg" 1 2 "" "" "$ID_CAPACITY_KEY = $G_IDS_WANTED"
     if PINROUTE_COOKIE_KEY=$COOKIE_KEY "$PINROUTE" check --config "$cfg" >/dev/null 2>&1; then
@@ -55,25 +68,12 @@ scale_setup() {
         G_CAPACITY=$PINROUTE_DEFAULT_ID_CAPACITY
         G_IDS_NOTE="pinroute has no [server] $ID_CAPACITY_KEY: its table holds $G_CAPACITY ids (affinity::DEFAULT_CAPACITY), so $G_CAPACITY of the $G_IDS_WANTED wanted"
     fi
-    G_IDS=${BENCH_G_IDS:-$G_CAPACITY}
-    free_port_range "$G_BACKENDS"
-    G_FIRST=$RANGE_FIRST G_LAST=$((RANGE_FIRST + G_BACKENDS - 1))
-    "${ON_LOAD_CORE[@]}" "$BIN/bench_backend" --listen-range "127.0.0.1:$G_FIRST-$G_LAST" --learn-ids "$G_IDS" \
-        --max-secs 7200 >"$TMP/scale-backend.log" 2>&1 &
-    G_PID=$!
-    PIDS+=("$G_PID")
+    G_IDS=$((G_LEARN_IDS < G_CAPACITY ? G_LEARN_IDS : G_CAPACITY))
     for p in $G_FIRST $G_LAST; do
-        wait_http "http://127.0.0.1:$p/api/health" 20 || die "scale backend on :$p did not start: $(tail -c 600 "$TMP/scale-backend.log")"
+        wait_http "http://127.0.0.1:$p/api/health" 20 || die "backend listener :$p of workload g did not start: $(tail -c 600 "$TMP/backend.log")"
     done
-    "$BIN/bench_backend" --print-ids "$G_LOOKUP_IDS" --learn-ids "$G_IDS" >"$TMP/scale-ids.txt"
-    log "scale backend pid $G_PID on :$G_FIRST-$G_LAST ($G_BACKENDS listeners, core $LOAD_CORE); $G_IDS ids to teach ($G_IDS_NOTE)"
-}
-
-stop_scale_backend() {
-    [[ -n $G_PID ]] || return 0
-    stop_pids "$G_PID"
-    forget_pid "$G_PID"
-    G_PID=""
+    "$BIN/bench_backend" --print-ids "$G_LOOKUP_IDS" --learn-ids "$G_LEARN_IDS" >"$TMP/scale-ids.txt"
+    log "workload g: backend pid $BACKEND_PID also on :$G_FIRST-$G_LAST ($G_BACKENDS listeners, core $LOAD_CORE); $G_IDS ids to teach ($G_IDS_NOTE)"
 }
 
 # The counter pinroute bumps for each request it routed by a known id.
