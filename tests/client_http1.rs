@@ -17,9 +17,14 @@ use tokio::net::TcpStream;
 const BIN: &str = env!("CARGO_BIN_EXE_pinroute");
 
 async fn setup() -> (BackendProcess, ProxyProcess) {
+    setup_with("").await
+}
+
+/// A demo backend and a proxy in front; `route_keys` go into the route.
+async fn setup_with(route_keys: &str) -> (BackendProcess, ProxyProcess) {
     let backend = BackendProcess::spawn(Path::new(BIN), "a", "127.0.0.1:0", false).expect("backend starts");
     let route = format!(
-        "[[route]]\nprefix = \"/\"\nbackends = [\"{}\"]\n[route.health_check]\nenabled = false\n",
+        "[[route]]\nprefix = \"/\"\nbackends = [\"{}\"]\n{route_keys}[route.health_check]\nenabled = false\n",
         backend.addr
     );
     let proxy = ProxyProcess::start_with_env(
@@ -143,12 +148,7 @@ async fn keep_alive_survives_a_local_reply_before_a_small_body_and_http10_keep_a
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stalls_mid_body_gets_a_408_after_the_write_timeout() {
-    let backend = BackendProcess::spawn(Path::new(BIN), "a", "127.0.0.1:0", false).expect("backend starts");
-    let route = format!(
-        "[[route]]\nprefix = \"/\"\nbackends = [\"{}\"]\nwrite_timeout = \"1s\"\n[route.health_check]\nenabled = false\n",
-        backend.addr
-    );
-    let p = ProxyProcess::start(Path::new(BIN), "", &route).await.expect("proxy starts");
+    let (_b, p) = setup_with("write_timeout = \"1s\"\n").await;
     // A small body (held before a backend is chosen) and a large one
     // (streamed to the backend as it comes): both stop after 10 bytes.
     for declared in [100, 1_000_000] {
@@ -162,12 +162,7 @@ async fn a_client_that_stalls_mid_body_gets_a_408_after_the_write_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_still_sending_a_refused_body_is_not_reset_and_reads_its_413() {
-    let backend = BackendProcess::spawn(Path::new(BIN), "a", "127.0.0.1:0", false).expect("backend starts");
-    let route = format!(
-        "[[route]]\nprefix = \"/\"\nbackends = [\"{}\"]\nmax_body = \"1KiB\"\n[route.health_check]\nenabled = false\n",
-        backend.addr
-    );
-    let p = ProxyProcess::start(Path::new(BIN), "", &route).await.expect("proxy starts");
+    let (_b, p) = setup_with("max_body = \"1KiB\"\n").await;
     const BODY: usize = 16 * 1024 * 1024;
     let mut s = TcpStream::connect(p.addr).await.unwrap();
     s.write_all(format!("POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: {BODY}\r\n\r\n").as_bytes())

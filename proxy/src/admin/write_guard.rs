@@ -81,7 +81,7 @@ pub fn check_host(facts: &RequestFacts, admin_hosts: &[String]) -> Result<(), Re
     let known = name.parse::<IpAddr>().is_ok()
         || name == "localhost"
         || name.ends_with(".localhost")
-        || admin_hosts.iter().any(|h| *h == name);
+        || admin_hosts.contains(&name);
     if known {
         Ok(())
     } else {
