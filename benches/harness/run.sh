@@ -63,11 +63,17 @@ for w in ${WORKLOADS//,/ }; do
 done
 
 # ---- workload sizes -------------------------------------------------------
+# Durations are per round. ROUNDS > 1 interleaves: every contender runs
+# its workloads, then all do it again, so a drift of this shared machine
+# (another tenant busy for a minute) falls on all of them alike; the report
+# shows each figure's median over the rounds. d, f and g run once, in the
+# last round (memory, and costs far from the goals' margins).
 if [[ $QUICK == 1 ]]; then
-    MODE=quick DUR_A=4 DUR=3 WARMUP=0 WS_ROUNDS=300 ATTEMPTS=${BENCH_ATTEMPTS:-1}
+    MODE=quick DUR_A=4 DUR=3 WARMUP=0 WS_ROUNDS=300 ATTEMPTS=${BENCH_ATTEMPTS:-1} ROUNDS=${BENCH_ROUNDS:-1}
 else
-    MODE=full DUR_A=30 DUR=15 WARMUP=3 WS_ROUNDS=2000 ATTEMPTS=${BENCH_ATTEMPTS:-3}
+    MODE=full DUR_A=10 DUR=5 WARMUP=3 WS_ROUNDS=2000 ATTEMPTS=${BENCH_ATTEMPTS:-3} ROUNDS=${BENCH_ROUNDS:-3}
 fi
+ROUND=1
 CONNS=64            # a, a2, b, f: concurrent connections
 UPLOAD_CONNS=16     # c: concurrent 1 MiB uploads
 UPLOAD_BYTES=1048576
@@ -703,7 +709,7 @@ run_measured() {
     [[ -n $NOTE_FN ]] && WORKLOAD_NOTE+="${WORKLOAD_NOTE:+; }$($NOTE_FN)"
     # shellcheck disable=SC2086 # EXTRA and RECORD_EXTRA are KEY=JSON words
     emit contender="$(json_str "$CUR")" workload="$(json_str "$workload")" title="$(json_str "$title")" \
-        "${best[@]}" $extra $RECORD_EXTRA attempts="$((attempt > ATTEMPTS ? ATTEMPTS : attempt))" \
+        "${best[@]}" $extra $RECORD_EXTRA round="$ROUND" attempts="$((attempt > ATTEMPTS ? ATTEMPTS : attempt))" \
         attempts_foreign="$(json_str "$tried")" note="$(json_str "$WORKLOAD_NOTE")"
     WORKLOAD_NOTE=""
 }
@@ -779,6 +785,8 @@ run_ws_echo() { # COOKIE
         --conns "$WS_CONNS" --rounds "$WS_ROUNDS" --size 32 --cookie "$1" --timeout 90
 }
 
+last_round() { ((ROUND == ROUNDS)); }
+
 skip() { # WORKLOAD TITLE REASON
     emit contender="$(json_str "$CUR")" workload="$(json_str "$1")" title="$(json_str "$2")" skipped="$(json_str "$3")"
 }
@@ -832,7 +840,7 @@ measure_contender() { # NAME
         return 0
     fi
 
-    if [[ $PERF == 1 && $CUR == pinroute ]]; then
+    if [[ $PERF == 1 && $CUR == pinroute && $ROUND == 1 ]]; then
         perf_pinroute "$cookie"
     fi
 
@@ -867,7 +875,7 @@ measure_contender() { # NAME
         check_alive c_upload
     fi
 
-    if wants_workload d; then
+    if wants_workload d && last_round; then
         [[ $CUR == direct ]] && WORKLOAD_NOTE="direct: RSS is the backend's own cost per stream"
         run_idle_streams "$cookie"
         check_alive d_idle_streams
@@ -882,10 +890,10 @@ measure_contender() { # NAME
         fi
     fi
 
-    wants_workload f && run_auth "$cookie"
+    wants_workload f && last_round && run_auth "$cookie"
     stop_contender "$CUR"
     # Its own process (1,000 backends), after this contender's is stopped.
-    wants_workload g && run_scale
+    wants_workload g && last_round && run_scale
     return 0
 }
 
@@ -988,9 +996,13 @@ perf_pinroute() { # COOKIE: an extra, unrecorded run of workload a under perf
 
 # ---- run --------------------------------------------------------------------
 log "mode $MODE; contenders $CONTENDERS; temp dir $TMP"
-for c in $ALL_CONTENDERS; do
-    wants "$c" && measure_contender "$c"
+for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
+    ((ROUNDS == 1)) || log "round $ROUND of $ROUNDS"
+    for c in $ALL_CONTENDERS; do
+        wants "$c" && measure_contender "$c"
+    done
 done
+ROUND=$ROUNDS
 stop_pids "$BACKEND_PID"
 forget_pid "$BACKEND_PID"
 
@@ -1014,7 +1026,7 @@ REPORT_NOTES=()
 for n in "${NOTES[@]}"; do REPORT_NOTES+=(--note "$n"); done
 OUT_NAME=$([[ $MODE == full ]] && echo latest || echo quick)
 "$BIN/bench_report" --raw "$RAW" --out-txt "$RESULTS/$OUT_NAME.txt" --out-json "$RESULTS/$OUT_NAME.json" \
-    --meta "mode=$MODE (a: ${DUR_A}s, others: ${DUR}s, warm-up ${WARMUP}s)" \
+    --meta "mode=$MODE ($ROUNDS interleaved round(s); a: ${DUR_A}s, others: ${DUR}s per round; warm-up ${WARMUP}s)" \
     --meta "date=$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
     --meta "commit=$COMMIT" \
     --meta "nproc=$(nproc)" \

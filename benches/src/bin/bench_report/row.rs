@@ -39,6 +39,8 @@ pub struct Row {
     pub attempts: Option<u64>,
     /// Foreign CPU of each attempt, as the harness wrote it.
     pub attempts_foreign: Option<String>,
+    /// req/s of each interleaved round, when there were several.
+    pub round_rates: Vec<Option<f64>>,
     pub raw: Value,
 }
 
