@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
 use pinroute_tests::client::{routeid, served_by};
+use pinroute_tests::http1::{Http1Connection, Http1Error};
 use pinroute_tests::{http_client, wait_until, BackendProcess, ProxyProcess};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -504,6 +505,42 @@ async fn sigterm_lets_a_stream_finish_then_exits_promptly() {
     // grace_period is 10 s in the kit; the proxy exits once idle, well before.
     let code = p.wait_exit(Duration::from_secs(8)).await;
     assert_eq!(code, Some(0), "log:\n{}", p.log());
+}
+
+/// A shutdown closes idle keep-alive connections (after
+/// `engine::DRAIN_IDLE`), ends busy ones after their next response, and
+/// does not exit while a client is partway through a request head: the
+/// proxy exits when no client connection is left, not when no request is
+/// in flight (a request being written is in neither count until its head
+/// is read).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_idle_connections_and_serves_begun_requests() {
+    let b = backends(&["a"]);
+    let mut p = proxy(&b, "").await;
+    let wait = Duration::from_secs(5);
+    let mut idle = Http1Connection::connect(p.addr).await.unwrap();
+    let mut busy = Http1Connection::connect(p.addr).await.unwrap();
+    let mut begun = Http1Connection::connect(p.addr).await.unwrap();
+    for c in [&mut idle, &mut busy, &mut begun] {
+        let a = c.send("GET", "/api/health", &[], b"", wait).await.unwrap();
+        assert_eq!((a.status, a.header("connection")), (200, None), "kept alive before the shutdown");
+    }
+    let metrics = http_client().get(p.admin_url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("\npinroute_client_connections 3\n"), "the three, admin's own not counted:\n{metrics}");
+    p.signal("TERM").unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    begun.write_raw(b"GET /api/health HTTP/1.1\r\nhost: pinroute-test\r\n").await.unwrap();
+    let a = busy.send("GET", "/api/health", &[], b"", wait).await.unwrap();
+    assert_eq!((a.status, a.header("connection")), (200, Some("close")), "the last answer on a busy connection");
+    assert!(matches!(busy.read_answer(false, wait).await, Err(Http1Error::Closed)));
+    assert!(matches!(idle.read_answer(false, wait).await, Err(Http1Error::Closed)), "the idle connection is closed");
+    // Well past DRAIN_IDLE: the begun request still gets its answer.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    begun.write_raw(b"\r\n").await.unwrap();
+    let a = begun.read_answer(false, wait).await.unwrap();
+    assert_eq!((a.status, a.header("connection")), (200, Some("close")), "log:\n{}", p.log());
+    // grace_period is 10 s in the kit; no connection is left, so well before.
+    assert_eq!(p.wait_exit(Duration::from_secs(8)).await, Some(0), "log:\n{}", p.log());
 }
 
 #[test]

@@ -36,6 +36,7 @@ mod tunnel;
 pub mod upstream;
 mod upstream_http;
 
+pub use client_http1::DRAIN_IDLE;
 pub use connection::Http2Front;
 
 /// The proxy service's application: every client connection starts here.
@@ -75,10 +76,28 @@ impl ServerApp for Engine {
 
 impl Engine {
     async fn serve(&self, mut stream: Stream, shutdown: &ShutdownWatch) {
+        let _open = Open::count(&self.shared.metrics.client_connections);
         if connection::speaks_h2(&mut stream, self.h2c).await {
             self.h2.process_new(stream, shutdown).await;
         } else {
             connection::serve_http1(&self.shared, stream, shutdown).await;
         }
+    }
+}
+
+/// One open client connection on [`Metrics::client_connections`]
+/// (`crate::metrics::Metrics`), counted until dropped.
+struct Open<'a>(&'a prometheus::IntGauge);
+
+impl<'a> Open<'a> {
+    fn count(gauge: &'a prometheus::IntGauge) -> Open<'a> {
+        gauge.inc();
+        Open(gauge)
+    }
+}
+
+impl Drop for Open<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }

@@ -1,12 +1,13 @@
 //! Prometheus metrics. Counters are bumped by the request path; per-backend
 //! gauges are read from the live runtimes at scrape time, so the hot path
-//! never touches a gauge.
+//! never touches a gauge (the one gauge kept live, open client
+//! connections, moves once per connection).
 
 use std::time::Instant;
 
 use pinroute_discovery::BackendState;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::snapshot::Snapshot;
@@ -33,6 +34,9 @@ pub struct Metrics {
     pub replays: IntCounterVec,
     /// `pinroute_request_id_routed_total`: requests sent to the owner of their request id.
     pub request_id_routed: IntCounter,
+    /// `pinroute_client_connections`: client connections open (HTTP/1 and
+    /// HTTP/2, TLS included). A shutting-down proxy exits when it is 0.
+    pub client_connections: IntGauge,
     inflight: IntGaugeVec,
     streams: IntGaugeVec,
     state: IntGaugeVec,
@@ -76,6 +80,8 @@ impl Metrics {
             "pinroute_request_id_routed_total",
             "Requests routed to the backend that accepted their request id",
         )?;
+        let client_connections =
+            IntGauge::new("pinroute_client_connections", "Client connections open (HTTP/1 and HTTP/2)")?;
         let inflight = IntGaugeVec::new(
             Opts::new("pinroute_inflight_requests", "Requests under way per backend, streams included"),
             &["route", "backend"],
@@ -99,6 +105,7 @@ impl Metrics {
         registry.register(Box::new(discovery_errors.clone()))?;
         registry.register(Box::new(replays.clone()))?;
         registry.register(Box::new(request_id_routed.clone()))?;
+        registry.register(Box::new(client_connections.clone()))?;
         registry.register(Box::new(inflight.clone()))?;
         registry.register(Box::new(streams.clone()))?;
         registry.register(Box::new(state.clone()))?;
@@ -114,6 +121,7 @@ impl Metrics {
             discovery_errors,
             replays,
             request_id_routed,
+            client_connections,
             inflight,
             streams,
             state,

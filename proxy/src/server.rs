@@ -176,14 +176,20 @@ fn exit_when_drained(server: &Server, shared: Arc<Shared>, grace: Duration) {
         // Let connections accepted just before the listeners closed be read.
         std::thread::sleep(Duration::from_millis(200));
         while Instant::now() < deadline {
+            // Open connections, not requests in flight: exiting closes every
+            // connection left, and a client may be writing its next request
+            // on one that is idle. Each closes by itself: after its next
+            // response, or once idle for [`crate::engine::DRAIN_IDLE`].
+            let open = shared.metrics.client_connections.get();
             let snapshot = shared.snapshot();
             let busy: usize =
                 snapshot.table.routes.iter().flat_map(|r| &r.backends).map(|b| b.runtime.in_flight()).sum();
-            if busy == 0 {
-                tracing::info!("no request in flight; exiting");
+            if open <= 0 && busy == 0 {
+                tracing::info!("no client connection open; exiting");
                 std::process::exit(0);
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        tracing::info!("grace period over; exiting with connections open");
     });
 }

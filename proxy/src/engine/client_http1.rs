@@ -19,6 +19,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::Stream;
 use pingora::{Error, ErrorType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::watch;
 
 use super::chunked::{ends_chunked, ChunkedDecoder, Step};
 use super::reply::detail_body;
@@ -47,6 +48,13 @@ const PIPELINE_MAX: usize = 64 * 1024;
 /// reads and drops what comes (nginx's `lingering_time` is 30 s; a client
 /// that is still sending after this long is not reading either).
 const LINGER_TIME: Duration = Duration::from_secs(5);
+/// Once the proxy shuts down, how long a connection may sit idle before it
+/// is closed. A client's pool hands out its most recently used connection
+/// first, so one left idle this long is the one it is least likely to be
+/// writing a request on at the moment it closes (the race no HTTP/1 server
+/// can close: RFC 9112 9.3.1 leaves the retry to the client). Busy
+/// connections close after their next response instead.
+pub const DRAIN_IDLE: Duration = Duration::from_secs(1);
 
 /// Bytes a request-target may carry that HTTP's grammar does not allow:
 /// clients send them anyway (unencoded `|`, `{`, UTF-8), so they are
@@ -156,7 +164,16 @@ impl Http1Client {
     /// Reads the next request head. `Ok(false)`: the client closed, or
     /// sent nothing within `idle` (no limit when `None`), before a request
     /// began. Once a request has begun, each read waits up to `idle` too.
-    pub async fn read_request(&mut self, idle: Option<Duration>) -> Result<bool, ReadHeadError> {
+    ///
+    /// `stop` is the proxy's shutdown. Once it is true, a connection
+    /// without a request begun waits at most [`DRAIN_IDLE`] more (a
+    /// request already begun is read whole and served, with
+    /// `Connection: close`).
+    pub async fn read_request(
+        &mut self,
+        idle: Option<Duration>,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<bool, ReadHeadError> {
         self.head = None;
         self.body_in = BodyIn::Done;
         self.body_out = BodyOut::Unset;
@@ -166,6 +183,7 @@ impl Http1Client {
             // runtime a chance to run others between them.
             tokio::task::consume_budget().await;
         }
+        let mut draining = *stop.borrow();
         loop {
             if !self.buf.is_empty() {
                 match parse_head(&mut self.buf)? {
@@ -175,21 +193,39 @@ impl Http1Client {
                 }
             }
             let began = !self.buf.is_empty();
+            let limit = match (began, draining) {
+                (false, true) => Some(idle.map_or(DRAIN_IDLE, |idle| idle.min(DRAIN_IDLE))),
+                _ => idle,
+            };
             self.buf.reserve(READ_SIZE);
             let read = self.stream.read_buf(&mut self.buf);
-            let n = match idle {
-                // A head that does not arrive in time is dropped unanswered, as nginx does.
-                Some(limit) => match tokio::time::timeout(limit, read).await {
-                    Ok(n) => n,
-                    Err(_) => return Ok(false),
-                },
-                None => read.await,
+            let read = async {
+                match limit {
+                    // A head that does not arrive in time is dropped unanswered, as nginx does.
+                    Some(limit) => tokio::time::timeout(limit, read).await.ok(),
+                    None => Some(read.await),
+                }
+            };
+            let n = if began || draining {
+                read.await
+            } else {
+                // The read first: the shutdown is only waited on (its
+                // waiter registered) when no request is there yet.
+                tokio::select! {
+                    biased;
+                    n = read => n,
+                    _ = stop.changed() => {
+                        draining = true;
+                        continue;
+                    }
+                }
             };
             match n {
-                Ok(0) | Err(_) if !began => return Ok(false),
-                Ok(0) => return Err(ReadHeadError::Malformed("the client closed mid-head".into())),
-                Err(e) => return Err(ReadHeadError::Malformed(format!("reading the request head: {e}"))),
-                Ok(_) => {}
+                None => return Ok(false),
+                Some(Ok(0) | Err(_)) if !began => return Ok(false),
+                Some(Ok(0)) => return Err(ReadHeadError::Malformed("the client closed mid-head".into())),
+                Some(Err(e)) => return Err(ReadHeadError::Malformed(format!("reading the request head: {e}"))),
+                Some(Ok(_)) => {}
             }
         }
     }

@@ -39,10 +39,11 @@ pub async fn serve_http1(shared: &Arc<Shared>, stream: Stream, shutdown: &Shutdo
     let mut slot = BoundSlot::default();
     let mut memo = ConnectionMemo::default();
     let mut client = Http1Client::new(stream);
+    let mut stop = shutdown.clone();
     loop {
         // The wait for a request: `keepalive_timeout` ("0s": no limit).
         let idle = shared.config().server.keepalive_timeout;
-        match client.read_request(idle).await {
+        match client.read_request(idle, &mut stop).await {
             Ok(true) => {}
             // The client closed, or the keep-alive wait ran out.
             Ok(false) => return,
@@ -56,7 +57,7 @@ pub async fn serve_http1(shared: &Arc<Shared>, stream: Stream, shutdown: &Shutdo
                 return;
             }
         }
-        if *shutdown.borrow() {
+        if *stop.borrow() {
             // Shutting down: this response is the connection's last.
             client.close_after();
         }
