@@ -85,8 +85,8 @@ impl Engine {
     }
 }
 
-/// One open client connection on [`Metrics::client_connections`]
-/// (`crate::metrics::Metrics`), counted until dropped.
+/// One open client connection on
+/// [`crate::metrics::Metrics::client_connections`], counted until dropped.
 struct Open<'a>(&'a prometheus::IntGauge);
 
 impl<'a> Open<'a> {

@@ -176,10 +176,12 @@ fn exit_when_drained(server: &Server, shared: Arc<Shared>, grace: Duration) {
         // Let connections accepted just before the listeners closed be read.
         std::thread::sleep(Duration::from_millis(200));
         while Instant::now() < deadline {
-            // Open connections, not requests in flight: exiting closes every
-            // connection left, and a client may be writing its next request
-            // on one that is idle. Each closes by itself: after its next
-            // response, or once idle for [`crate::engine::DRAIN_IDLE`].
+            // Open connections, not only requests in flight: exiting closes
+            // every connection left, and a client may be writing its next
+            // request on one that is idle. Each closes by itself: after its
+            // next response, or once idle for [`crate::engine::DRAIN_IDLE`].
+            // Requests in flight still count: pingora runs each HTTP/2 stream
+            // in a task of its own, which can outlive its connection's task.
             let open = shared.metrics.client_connections.get();
             let snapshot = shared.snapshot();
             let busy: usize =
