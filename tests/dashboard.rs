@@ -384,8 +384,9 @@ async fn rates_request_ids_and_events_move_in_the_json() {
     assert_eq!(added.len(), 2, "both backends were listed: {:#}", view["events"]);
 }
 
-/// `pinroute demo --rolling` (fixed demo ports 46580-46583: no other test
-/// uses them) prints the dashboard's URL first, and after the upgrade its v2
+/// `pinroute demo --rolling` (its backends on free ports: the fixed
+/// 46580-46583 lie in the ephemeral range, where any client socket of the
+/// machine can hold one) prints the dashboard's URL first, and after the upgrade its v2
 /// servers keep serving: "the proxy keeps running: try the commands above".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_prints_the_dashboard_first_and_v2_keeps_serving_after_the_rollout() {
@@ -400,6 +401,8 @@ async fn demo_prints_the_dashboard_first_and_v2_keeps_serving_after_the_rollout(
             &format!("127.0.0.1:{listen}"),
             "--admin",
             &format!("127.0.0.1:{admin}"),
+            "--backend-port",
+            "0",
         ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -451,7 +454,16 @@ async fn demo_prints_the_dashboard_first_and_v2_keeps_serving_after_the_rollout(
         .iter()
         .map(|b| (b["id"].as_str().unwrap().to_string(), b["state"].as_str().unwrap().to_string()))
         .collect();
-    for port in [46582, 46583] {
+    // "two v1 API servers (127.0.0.1:A, :B) are upgraded to two v2 servers (:C, :D) under load"
+    let v2_ports: Vec<String> = seen
+        .iter()
+        .find_map(|l| l.split_once("two v2 servers (")?.1.split_once(')').map(|(ports, _)| ports.to_string()))
+        .expect("the demo names its v2 servers")
+        .split(", ")
+        .map(|p| p.trim_start_matches(':').to_string())
+        .collect();
+    assert_eq!(v2_ports.len(), 2, "{}", seen.join("\n"));
+    for port in v2_ports {
         let id = format!("127.0.0.1:{port}");
         assert!(states.contains(&(id.clone(), "ready".to_string())), "{id} not ready after the rollout: {states:?}");
     }

@@ -16,13 +16,17 @@ use pinroute_config::{Config, RawConfig};
 use pinroute_discovery::{DiscoveredBackend, Lifecycle};
 use tokio::sync::oneshot;
 
-/// Ports of the embedded backends (46580 is the SkyPilot API server's).
-pub const DEMO_PORTS: [u16; 4] = [46580, 46581, 46582, 46583];
+/// First port of the embedded backends, which take it and the next ones
+/// (46580 is the SkyPilot API server's).
+pub const DEMO_PORT: u16 = 46580;
 
 /// Starts the demo backends on their own runtime thread, then the proxy.
 /// With `rolling`, two "v1" servers serve first and a rolling upgrade to two
-/// "v2" servers is played under load, with a live status line.
-pub fn run(listen: SocketAddr, admin: SocketAddr, rolling: bool) -> anyhow::Result<()> {
+/// "v2" servers is played under load, with a live status line. The backends
+/// listen on `backend_port` and the ports after it; 0 lets the system pick
+/// each (the tests: fixed ports inside the ephemeral range can be taken by
+/// any client socket of the machine).
+pub fn run(listen: SocketAddr, admin: SocketAddr, rolling: bool, backend_port: u16) -> anyhow::Result<()> {
     let names: &[&str] = if rolling {
         &["api-v1-a", "api-v1-b", "api-v2-a", "api-v2-b"]
     } else {
@@ -31,13 +35,19 @@ pub fn run(listen: SocketAddr, admin: SocketAddr, rolling: bool) -> anyhow::Resu
     // First, before any status line: the page that shows the rest best.
     println!("pinroute dashboard: http://{admin}/");
     let mut listeners = Vec::new();
-    for (name, port) in names.iter().zip(DEMO_PORTS) {
+    for (i, name) in names.iter().enumerate() {
+        let port = match backend_port {
+            0 => 0,
+            first => u16::try_from(i).ok().and_then(|i| first.checked_add(i)).context("--backend-port: too high")?,
+        };
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let listener = std::net::TcpListener::bind(addr)
             .with_context(|| format!("demo backend {name} cannot listen on {addr} (is another demo running?)"))?;
         listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
         listeners.push((name.to_string(), addr, listener));
     }
+    let ports: Vec<u16> = listeners.iter().map(|(_, a, _)| a.port()).collect();
     let first_served = if rolling { 2 } else { names.len() };
     let raw = RawConfig {
         server: pinroute_config::raw_server(vec![listen.to_string()], Some(admin.to_string())),
@@ -109,13 +119,15 @@ pub fn run(listen: SocketAddr, admin: SocketAddr, rolling: bool) -> anyhow::Resu
         });
     });
 
-    println!("{}", instructions(listen, admin, rolling));
+    println!("{}", instructions(listen, admin, rolling, &ports));
     crate::server::run_with_state(config, shared, crate::server::RunOptions::default())
 }
 
-fn instructions(listen: SocketAddr, admin: SocketAddr, rolling: bool) -> String {
+/// `ports`: the backends', in order (four with `rolling`, else three).
+fn instructions(listen: SocketAddr, admin: SocketAddr, rolling: bool, ports: &[u16]) -> String {
+    let port = |i: usize| ports.get(i).copied().unwrap_or_default();
     if rolling {
-        return format!("\npinroute demo --rolling: proxy on http://{listen}, admin on http://{admin}\ntwo v1 API servers (127.0.0.1:{}, :{}) are upgraded to two v2 servers (:{}, :{}) under load;\nwatch the status lines: pinned clients and open streams stay on v1 until it is done, and nothing fails.\n", DEMO_PORTS[0], DEMO_PORTS[1], DEMO_PORTS[2], DEMO_PORTS[3]);
+        return format!("\npinroute demo --rolling: proxy on http://{listen}, admin on http://{admin}\ntwo v1 API servers (127.0.0.1:{}, :{}) are upgraded to two v2 servers (:{}, :{}) under load;\nwatch the status lines: pinned clients and open streams stay on v1 until it is done, and nothing fails.\n", port(0), port(1), port(2), port(3));
     }
     format!(
         r#"
@@ -143,8 +155,8 @@ Try, in another terminal:
 
 Ctrl-C stops the demo.
 "#,
-        p0 = DEMO_PORTS[0],
-        p1 = DEMO_PORTS[1],
-        p2 = DEMO_PORTS[2],
+        p0 = port(0),
+        p1 = port(1),
+        p2 = port(2),
     )
 }

@@ -60,6 +60,10 @@ enum Command {
         /// Play a rolling upgrade (v1 → v2) under load, with a live status line.
         #[arg(long)]
         rolling: bool,
+        /// First port of the demo backends (they take it and the next ones);
+        /// 0: a free port for each.
+        #[arg(long, default_value_t = pinroute::demo::DEMO_PORT)]
+        backend_port: u16,
     },
     /// Print the backend table of a running pinroute.
     Backends {
@@ -135,7 +139,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Demo { listen, admin, rolling } => pinroute::demo::run(listen, admin, rolling),
+        Command::Demo { listen, admin, rolling, backend_port } => {
+            pinroute::demo::run(listen, admin, rolling, backend_port)
+        }
         Command::Backends { admin } => print_backends(&admin),
         Command::DemoBackend { listen, name, allow_crash, shutdown_grace_ms, shutdown_wait_ms } => {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
