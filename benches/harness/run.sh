@@ -64,8 +64,9 @@ done
 
 # ---- workload sizes -------------------------------------------------------
 # Durations are per round. ROUNDS > 1 interleaves: every contender runs
-# its workloads, then all do it again, so a drift of this shared machine
-# (another tenant busy for a minute) falls on all of them alike; the report
+# its workloads, then all do it again (in reverse order on even rounds),
+# so a drift of this shared machine (another tenant busy for a minute)
+# falls on all of them alike; the report
 # shows each figure's median over the rounds. d and f run once, in the
 # last round (memory, and costs far from the goals' margins). g runs in
 # every round, so g/a is a median of rounds against a median of the same
@@ -1001,7 +1002,13 @@ perf_pinroute() { # COOKIE: an extra, unrecorded run of workload a under perf
 log "mode $MODE; contenders $CONTENDERS; temp dir $TMP"
 for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
     ((ROUNDS == 1)) || log "round $ROUND of $ROUNDS"
-    for c in $ALL_CONTENDERS; do
+    # Even rounds run the contenders in reverse (A B B A): a drift of the
+    # machine that lasts the whole run (rounds of one run saw HAProxy alone
+    # at 19.5 K and 37.5 K req/s) then falls on early and late contenders
+    # alike instead of always favouring whoever runs first.
+    order=$ALL_CONTENDERS
+    ((ROUND % 2 == 0)) && order=$(tr ' ' '\n' <<<"$ALL_CONTENDERS" | tac | tr '\n' ' ')
+    for c in $order; do
         wants "$c" && measure_contender "$c"
     done
 done
