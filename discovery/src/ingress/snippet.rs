@@ -107,7 +107,7 @@ fn tokens(text: &str) -> Vec<String> {
 }
 
 /// The SkyPilot chart's `auth-snippet`, verbatim: the pattern
-/// [`is_token_bypass`] recognises (public for tests and documentation).
+/// `is_token_bypass` recognises (public for tests and documentation).
 pub const CHART_AUTH_SNIPPET: &str = r#"if ($http_authorization ~ "^Bearer sky_.+") {
   # Set x_skypilot_auth_mode variable to make sure the request is validated on the API server side.
   set $x_skypilot_auth_mode "token";

@@ -82,7 +82,7 @@ pub struct BackendView {
     pub requests_per_s: f64,
     /// Errors / requests over the sparkline window (0 when idle).
     pub error_rate: f64,
-    /// Responses per second, oldest first, [`SPARK_SECONDS`] long.
+    /// Responses per second, oldest first, `SPARK_SECONDS` (180) long.
     pub requests: Vec<u32>,
     /// Error responses per second, aligned with `requests`.
     pub errors: Vec<u32>,

@@ -45,7 +45,7 @@ struct Inner {
     replays: Option<u64>,
 }
 
-/// What the sampler remembers; bounded by [`SECONDS`] × live backends.
+/// What the sampler remembers; bounded by `SECONDS` (300) × live backends.
 #[derive(Debug, Default)]
 pub struct History {
     inner: Mutex<Inner>,
