@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::rounds::median;
 use crate::row::{fmt_opt, fmt_us, fmt_x, ratio, Row};
 
 /// Streams the idle-stream target is stated at.
@@ -75,11 +76,31 @@ fn ratio_goal(
 ) -> Goal {
     let (x, y) = (a.and_then(metric), b.and_then(metric));
     let value = ratio(x, y);
-    let shown = match (values, x, y, value) {
+    let mut shown = match (values, x, y, value) {
         (Some(f), Some(x), Some(y), Some(r)) => format!("{} vs {} ({r:.2}x)", f(x), f(y)),
         _ => fmt_opt(value, fmt_x),
     };
+    if let (Some(a), Some(b)) = (a, b) {
+        let paired = per_round(a, b, metric);
+        if let (true, Some(mid)) = (paired.len() > 1, median(paired.clone())) {
+            let each: Vec<String> = paired.iter().map(|r| format!("{r:.2}")).collect();
+            shown += &format!("; per round {} (median {mid:.2}x)", each.join(" / "));
+        }
+    }
     Goal { name, target, value, passes, shown, caveat: caveat(&[a, b]) }
+}
+
+/// `metric(a) / metric(b)` of each round both rows were measured in. The
+/// goal itself stays the ratio of the rows' medians; this shows how far
+/// single rounds, whose contenders ran minutes apart, spread around it.
+fn per_round(a: &Row, b: &Row, metric: fn(&Row) -> Option<f64>) -> Vec<f64> {
+    a.rounds
+        .iter()
+        .filter_map(|ra| {
+            let rb = b.rounds.iter().find(|rb| rb.round.is_some() && rb.round == ra.round)?;
+            ratio(metric(ra), metric(rb))
+        })
+        .collect()
 }
 
 /// `metric(a) - metric(b)`, in µs.
@@ -252,4 +273,39 @@ pub fn issue_targets(rows: &Rows) -> Vec<Goal> {
             Some(fmt_cpu),
         ),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round(contender: &str, round: u64, rps: f64) -> Row {
+        Row {
+            contender: contender.into(),
+            workload: "a_get".into(),
+            round: Some(round),
+            req_per_s: Some(rps),
+            ..Row::default()
+        }
+    }
+
+    #[test]
+    fn ratio_goal_shows_each_rounds_pair_and_keeps_the_ratio_of_medians() {
+        let pin = crate::rounds::merge(vec![round("p", 1, 10.0), round("p", 2, 30.0), round("p", 3, 20.0)]);
+        // HAProxy's round 2 is missing: only rounds 1 and 3 pair.
+        let hap = crate::rounds::merge(vec![round("h", 1, 20.0), round("h", 3, 10.0)]);
+        let goal = ratio_goal("g", ">= 1.0x", |v| v >= 1.0, (Some(&pin[0]), Some(&hap[0])), rps, None);
+        assert_eq!(goal.value, Some(20.0 / 15.0));
+        assert_eq!(goal.shown, "1.33x; per round 0.50 / 2.00 (median 1.25x)");
+        assert_eq!(goal.status(), "PASS");
+    }
+
+    #[test]
+    fn one_round_shows_no_per_round_line() {
+        let pin = crate::rounds::merge(vec![round("p", 1, 10.0)]);
+        let hap = crate::rounds::merge(vec![round("h", 1, 20.0)]);
+        let goal = ratio_goal("g", ">= 1.0x", |v| v >= 1.0, (Some(&pin[0]), Some(&hap[0])), rps, None);
+        assert_eq!(goal.shown, "0.50x");
+        assert_eq!(goal.status(), "MISS");
+    }
 }

@@ -49,6 +49,8 @@ fn merge_one(mut rounds: Vec<Row>) -> Row {
     // A failure in any round is the row's: retries and rounds never hide one.
     merged.error = rounds.iter().find_map(|r| r.error.clone());
     merged.attempts_foreign = None;
+    merged.round = None;
+    merged.rounds = rounds;
     merged
 }
 
@@ -57,7 +59,7 @@ fn sum(values: impl Iterator<Item = f64>) -> Option<f64> {
 }
 
 /// The middle value (the mean of the two middle ones for an even count).
-fn median(mut values: Vec<f64>) -> Option<f64> {
+pub fn median(mut values: Vec<f64>) -> Option<f64> {
     values.sort_by(f64::total_cmp);
     let n = values.len();
     match n {
@@ -102,6 +104,10 @@ mod tests {
         assert_eq!(p.round_rates, vec![Some(30.0), Some(10.0), Some(20.0)]);
         assert_eq!(merged[1].req_per_s, Some(40.0));
         assert!(merged[1].round_rates.is_empty());
+        // The rounds stay behind the merged row, in order, for pairing.
+        let kept: Vec<Option<f64>> = p.rounds.iter().map(|r| r.req_per_s).collect();
+        assert_eq!(kept, vec![Some(30.0), Some(10.0), Some(20.0)]);
+        assert!(merged[1].rounds.is_empty());
     }
 
     #[test]

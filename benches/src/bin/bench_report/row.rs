@@ -41,6 +41,11 @@ pub struct Row {
     pub attempts_foreign: Option<String>,
     /// req/s of each interleaved round, when there were several.
     pub round_rates: Vec<Option<f64>>,
+    /// The interleaved round this record was measured in (1-based).
+    pub round: Option<u64>,
+    /// A merged row's rounds, each as its own row (empty for one round):
+    /// goals pair them with another contender's row of the same round.
+    pub rounds: Vec<Row>,
     pub raw: Value,
 }
 
@@ -85,6 +90,7 @@ pub fn row_of(record: &Value) -> Row {
         foreign_cpu_pct: num(record, "foreign_cpu_pct"),
         attempts: num(record, "attempts").map(|a| a as u64),
         attempts_foreign: text(record, "attempts_foreign"),
+        round: num(record, "round").map(|r| r as u64),
         raw: record.clone(),
         ..Row::default()
     };
