@@ -66,11 +66,10 @@ done
 # Durations are per round. ROUNDS > 1 interleaves: every contender runs
 # its workloads, then all do it again (in reverse order on even rounds),
 # so a drift of this shared machine (another tenant busy for a minute)
-# falls on all of them alike; the report
-# shows each figure's median over the rounds. d and f run once, in the
-# last round (memory, and costs far from the goals' margins). g runs in
-# every round, so g/a is a median of rounds against a median of the same
-# rounds (one g sample against a's median was 0.83x in one run and 1.04x in
+# falls on all of them alike; the report shows each figure's median over
+# the rounds. d and f run once, in the last round (memory, and costs far
+# from the goals' margins). g runs in every round, so g/a is a median of
+# rounds against a median of the same rounds (one g sample against a's median was 0.83x in one run and 1.04x in
 # the one before, while an interleaved A/B put it at 1.01x).
 if [[ $QUICK == 1 ]]; then
     MODE=quick DUR_A=4 DUR=3 WARMUP=0 WS_ROUNDS=300 ATTEMPTS=${BENCH_ATTEMPTS:-1} ROUNDS=${BENCH_ROUNDS:-1}

@@ -82,8 +82,8 @@ fn ratio_goal(
     };
     if let (Some(a), Some(b)) = (a, b) {
         let paired = per_round(a, b, metric);
-        if let (true, Some(mid)) = (paired.len() > 1, median(paired.clone())) {
-            let each: Vec<String> = paired.iter().map(|r| format!("{r:.2}")).collect();
+        let each: Vec<String> = paired.iter().map(|r| format!("{r:.2}")).collect();
+        if let (true, Some(mid)) = (paired.len() > 1, median(paired)) {
             shown += &format!("; per round {} (median {mid:.2}x)", each.join(" / "));
         }
     }

@@ -174,7 +174,7 @@ fn main() -> anyhow::Result<()> {
                 "kib_per_stream": r.kib_per_stream, "streams_open": r.streams_open,
                 "ids_learned": r.ids_learned, "ids_wanted": r.ids_wanted,
                 "quiet_busy_pct": r.quiet_busy_pct, "foreign_cpu_pct": r.foreign_cpu_pct,
-                "noisy": r.noisy(), "attempts": r.attempts, "round_req_per_s": r.round_rates,
+                "noisy": r.noisy(), "attempts": r.attempts, "round_req_per_s": r.round_rates(),
                 "raw": r.raw,
             })
         })
@@ -260,8 +260,9 @@ fn write_table(out: &mut String, rows: &[&Row]) {
         if let Some(n) = &r.note {
             let _ = writeln!(out, "{:<18}   note: {n}", "");
         }
-        if r.round_rates.len() > 1 {
-            let rates: Vec<String> = r.round_rates.iter().map(|v| fmt_opt(*v, fmt_rate)).collect();
+        let round_rates = r.round_rates();
+        if round_rates.len() > 1 {
+            let rates: Vec<String> = round_rates.iter().map(|v| fmt_opt(*v, fmt_rate)).collect();
             let _ = writeln!(out, "{:<18}   rounds: {} req/s (the row: medians)", "", rates.join(" / "));
         }
         if let (Some(a), Some(f)) = (r.attempts.filter(|a| *a > 1), &r.attempts_foreign) {

@@ -39,8 +39,6 @@ pub struct Row {
     pub attempts: Option<u64>,
     /// Foreign CPU of each attempt, as the harness wrote it.
     pub attempts_foreign: Option<String>,
-    /// req/s of each interleaved round, when there were several.
-    pub round_rates: Vec<Option<f64>>,
     /// The interleaved round this record was measured in (1-based).
     pub round: Option<u64>,
     /// A merged row's rounds, each as its own row (empty for one round):
@@ -59,6 +57,11 @@ impl Row {
         self.kib_per_stream.is_none()
             && (self.foreign_cpu_pct.is_some_and(|f| f > NOISY_FOREIGN_PCT)
                 || self.quiet_busy_pct.is_some_and(|b| b > NOISY_BUSY_PCT))
+    }
+
+    /// req/s of each interleaved round (empty for one round).
+    pub fn round_rates(&self) -> Vec<Option<f64>> {
+        self.rounds.iter().map(|r| r.req_per_s).collect()
     }
 
     /// A row with numbers (not skipped).
