@@ -86,7 +86,9 @@ async fn rolling_upgrade(explicit_cordon: bool) {
             .unwrap();
         // Returns at the first moment nothing is in flight there; pinned
         // clients may still come back until the pod refuses new work.
-        assert_eq!(drained.status(), 200);
+        let status = drained.status();
+        let body = drained.text().await.unwrap_or_default();
+        assert_eq!(status, 200, "drain-wait: {body}; proxy log:\n{}", tail(&p.log()));
     }
     pods.kube.mark_terminating(NS, "api-v1");
     backend(&mut pods, "api-v1").terminate().unwrap();
