@@ -37,7 +37,8 @@ DIST_BIN="${DIST_BIN:-$TARGET_DIR/dist}"
 
 QUICK=0 PERF=0 BUILD=1 KEEP_TMP=0
 AUTH="${PINROUTE_BENCH_AUTH:-auto}"
-ALL_CONTENDERS="direct pingora-core-min pingora-proxy-min pinroute pinroute-info-log haproxy nginx"
+# pinroute and haproxy next to each other: their a runs are seconds apart.
+ALL_CONTENDERS="direct pingora-core-min pingora-proxy-min pinroute haproxy pinroute-info-log nginx"
 CONTENDERS=${ALL_CONTENDERS// /,}
 WORKLOADS="a,a1,a1s,a2,b,c,d,e,f,g"
 while [[ $# -gt 0 ]]; do
@@ -72,9 +73,9 @@ done
 # rounds against a median of the same rounds (one g sample against a's median was 0.83x in one run and 1.04x in
 # the one before, while an interleaved A/B put it at 1.01x).
 if [[ $QUICK == 1 ]]; then
-    MODE=quick DUR_A=4 DUR=3 WARMUP=0 WS_ROUNDS=300 ATTEMPTS=${BENCH_ATTEMPTS:-1} ROUNDS=${BENCH_ROUNDS:-1}
+    MODE=quick DUR_A=4 DUR=3 WARMUP=0 WS_ROUNDS=1000 ATTEMPTS=${BENCH_ATTEMPTS:-1} ROUNDS=${BENCH_ROUNDS:-1}
 else
-    MODE=full DUR_A=10 DUR=5 WARMUP=3 WS_ROUNDS=2000 ATTEMPTS=${BENCH_ATTEMPTS:-3} ROUNDS=${BENCH_ROUNDS:-3}
+    MODE=full DUR_A=10 DUR=5 WARMUP=3 WS_ROUNDS=5000 ATTEMPTS=${BENCH_ATTEMPTS:-3} ROUNDS=${BENCH_ROUNDS:-3}
 fi
 ROUND=1
 CONNS=64            # a, a2, b, f: concurrent connections
@@ -814,38 +815,55 @@ T_B="small GET, a new connection per request (Connection: close), $CONNS conns (
 T_C="1 MiB POST /upload, $UPLOAD_CONNS conns (wrk)"
 T_F="small GET with basic auth (bcrypt cost 5), $CONNS conns, pinned cookie (wrk)"
 
-measure_contender() { # NAME
+# Starts contender NAME for a pass (the error is recorded under WORKLOAD)
+# and sets COOKIE, the cookie a pinned client of it sends, and STICKY, where
+# that cookie went.
+start_measured() { # NAME WORKLOAD TITLE
     CUR=$1
     start_contender "$CUR" || {
         log "$CUR failed to start: $START_ERROR"
-        emit contender="$(json_str "$CUR")" workload='"a_get"' title="$(json_str "$T_A")" \
+        emit contender="$(json_str "$CUR")" workload="$(json_str "$2")" title="$(json_str "$3")" \
             error="$(json_str "$CUR did not start: $START_ERROR")"
         stop_contender "$CUR" 2>/dev/null || true
-        return 0
+        return 1
     }
-    local cookie sticky
-    cookie=$(pinned_cookie)
-    sticky=$(stickiness "$cookie")
-    log "$CUR up: port $C_PORT, pids $C_PIDS, cookie '$cookie' -> $sticky"
+    COOKIE=$(pinned_cookie)
+    STICKY=$(stickiness "$COOKIE")
+    log "$CUR up: port $C_PORT, pids $C_PIDS, cookie '$COOKIE' -> $STICKY"
+}
 
-    if wants_workload a; then
-        warmup "$C_PORT" "Cookie: $cookie"
-        WORKLOAD_NOTE="cookie $cookie -> $sticky"
+# The first pass of a round: workload a of every contender back to back, and
+# g beside its contender's a (before it in forward rounds, after it in
+# reverse ones), so that the figures the goals compare (a of pinroute and of
+# HAProxy, which are next to each other in the order; g of pinroute and a of
+# pinroute) are measured seconds apart, not minutes: one round's pinroute/HAProxy
+# ratio on a swung 0.72-1.21 over a run while whole workload lists ran between them.
+measure_a() { # NAME FORWARD(1|0)
+    [[ $2 == 1 ]] && wants_workload g && { CUR=$1; run_scale; }
+    if wants_workload a && start_measured "$1" a_get "$T_A"; then
+        warmup "$C_PORT" "Cookie: $COOKIE"
+        WORKLOAD_NOTE="cookie $COOKIE -> $STICKY"
         [[ $CUR == pinroute-info-log ]] && NOTE_FN=info_log_note
-        run_wrk a_get "$T_A" "$CONNS" "$DUR_A" "$C_PORT" /api/health GET 0 "Cookie: $cookie"
+        run_wrk a_get "$T_A" "$CONNS" "$DUR_A" "$C_PORT" /api/health GET 0 "Cookie: $COOKIE"
         NOTE_FN=""
         check_alive a_get
-    fi
-
-    if [[ $CUR == pinroute-info-log ]]; then
-        # Only workload a: this contender is there to price the access log.
+        [[ $PERF == 1 && $CUR == pinroute && $ROUND == 1 ]] && perf_pinroute "$COOKIE"
         stop_contender "$CUR"
-        return 0
     fi
+    [[ $2 == 0 ]] && wants_workload g && { CUR=$1; run_scale; }
+    return 0
+}
 
-    if [[ $PERF == 1 && $CUR == pinroute && $ROUND == 1 ]]; then
-        perf_pinroute "$cookie"
-    fi
+# The second pass: every other workload of contender NAME.
+measure_rest() { # NAME
+    # Only workload a: this contender is there to price the access log.
+    [[ $1 == pinroute-info-log ]] && return 0
+    local w any=0
+    for w in a1 a1s a2 b c e; do wants_workload "$w" && any=1; done
+    last_round && { wants_workload d || wants_workload f; } && any=1
+    ((any == 1)) || return 0
+    start_measured "$1" a1_get_1conn "$T_A1" || return 0
+    local cookie=$COOKIE
 
     if wants_workload a1; then
         run_wrk a1_get_1conn "$T_A1" 1 "$DUR" "$C_PORT" /api/health GET 0 "Cookie: $cookie"
@@ -895,8 +913,6 @@ measure_contender() { # NAME
 
     wants_workload f && last_round && run_auth "$cookie"
     stop_contender "$CUR"
-    # Its own process (1,000 backends), after this contender's is stopped.
-    wants_workload g && run_scale
     return 0
 }
 
@@ -1005,10 +1021,13 @@ for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
     # machine that lasts the whole run (rounds of one run saw HAProxy alone
     # at 19.5 K and 37.5 K req/s) then falls on early and late contenders
     # alike instead of always favouring whoever runs first.
-    order=$ALL_CONTENDERS
-    ((ROUND % 2 == 0)) && order=$(tr ' ' '\n' <<<"$ALL_CONTENDERS" | tac | tr '\n' ' ')
+    order=$ALL_CONTENDERS forward=1
+    ((ROUND % 2 == 0)) && order=$(tr ' ' '\n' <<<"$ALL_CONTENDERS" | tac | tr '\n' ' ') forward=0
     for c in $order; do
-        wants "$c" && measure_contender "$c"
+        wants "$c" && measure_a "$c" "$forward"
+    done
+    for c in $order; do
+        wants "$c" && measure_rest "$c"
     done
 done
 ROUND=$ROUNDS

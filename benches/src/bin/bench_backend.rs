@@ -282,7 +282,7 @@ fn websocket(mut req: Request<Incoming>) -> Response<Body> {
         let Ok(upgraded) = on_upgrade.await else {
             return;
         };
-        let mut ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+        let mut ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(pinroute_benches::ws_config())).await;
         while let Some(Ok(message)) = ws.next().await {
             let reply = match message {
                 Message::Text(_) | Message::Binary(_) => message,

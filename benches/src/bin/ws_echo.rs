@@ -56,7 +56,9 @@ async fn connect(url: &str, cookie: Option<&str>) -> anyhow::Result<Socket> {
     if let Some(cookie) = cookie {
         request.headers_mut().insert("cookie", HeaderValue::from_str(cookie).context("cookie header")?);
     }
-    let (socket, _) = tokio_tungstenite::connect_async(request).await.context("websocket handshake")?;
+    let (socket, _) = tokio_tungstenite::connect_async_with_config(request, Some(pinroute_benches::ws_config()), false)
+        .await
+        .context("websocket handshake")?;
     Ok(socket)
 }
 
